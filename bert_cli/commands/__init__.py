@@ -1,0 +1,1 @@
+"""One module per command. Each only parses options and calls one library function."""

@@ -1,0 +1,50 @@
+"""Commands of the mission that are registered but not built yet.
+
+Each says so in one line and exits 2, so scripts fail loudly rather than
+doing nothing.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from bert_cli.errors import UserError
+
+
+def _not_built(command: str, issue: int) -> None:
+    raise UserError(f"`bert {command}` is not built yet (tracked in issue #{issue})")
+
+
+_ARGS = typer.Argument(None, help="Arguments (not used yet).")
+
+
+def make_data_command(args: Optional[List[str]] = _ARGS) -> None:
+    """Turn a corpus into masked-LM / next-sentence TFRecords (not built yet)."""
+    _not_built("make-data", 3)
+
+
+def pretrain_command(args: Optional[List[str]] = _ARGS) -> None:
+    """Pre-train with MLM + NSP on CPU, GPUs, several hosts or a TPU (not built yet)."""
+    _not_built("pretrain", 4)
+
+
+def finetune_squad_command(args: Optional[List[str]] = _ARGS) -> None:
+    """Fine-tune on SQuAD v1.1 / v2.0 span prediction (not built yet)."""
+    _not_built("finetune squad", 5)
+
+
+def finetune_classify_command(args: Optional[List[str]] = _ARGS) -> None:
+    """Fine-tune a sentence or sentence-pair classifier (not built yet)."""
+    _not_built("finetune classify", 8)
+
+
+def finetune_tag_command(args: Optional[List[str]] = _ARGS) -> None:
+    """Fine-tune a token tagger (not built yet)."""
+    _not_built("finetune tag", 8)
+
+
+def export_command(args: Optional[List[str]] = _ARGS) -> None:
+    """Export a SavedModel that serves raw text (not built yet)."""
+    _not_built("export", 6)

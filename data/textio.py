@@ -1,0 +1,141 @@
+"""Reading text inputs and writing outputs safely.
+
+Every command that reads a corpus goes through :func:`expand_inputs` and
+:func:`iter_lines`, so globs, ``.gz`` files, strict UTF-8 and the wording of
+errors are the same everywhere. Every command that writes goes through
+:func:`atomic_path`, so an interrupted run never leaves a file that looks
+complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import gzip
+import os
+import shutil
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+from data.errors import DataError
+
+_GLOB_CHARS = set("*?[")
+# Report progress in chunks, not per line: a Python callback per line would
+# cost more than reading the line.
+_PROGRESS_CHUNK = 1 << 18
+
+
+def expand_inputs(patterns: Sequence[str | os.PathLike]) -> list[Path]:
+    """Turns file names and glob patterns into an ordered, duplicate-free list of files.
+
+    Glob matches are sorted so the order (and so every output) does not depend
+    on the file system's listing order.
+    """
+    files: list[Path] = []
+    seen: set[Path] = set()
+    if not patterns:
+        raise DataError("no input files given: pass one or more files or glob patterns")
+    for pattern in patterns:
+        text = os.fspath(pattern)
+        if _GLOB_CHARS & set(text):
+            matches = sorted(Path(m) for m in glob.glob(text, recursive=True))
+            matches = [m for m in matches if m.is_file()]
+            if not matches:
+                raise DataError(f"{text}: no file matches this pattern")
+        else:
+            path = Path(text)
+            if path.is_dir():
+                raise DataError(f"{text}: is a directory; pass files or a glob such as '{text}/*.txt'")
+            if not path.exists():
+                raise DataError(f"{text}: no such file")
+            matches = [path]
+        for match in matches:
+            if match not in seen:
+                seen.add(match)
+                files.append(match)
+    return files
+
+
+def total_bytes(files: Sequence[Path]) -> int:
+    """Size on disk of all files (compressed size for ``.gz``): the progress bar's total."""
+    return sum(f.stat().st_size for f in files)
+
+
+def _open_binary(path: Path):
+    try:
+        raw = open(path, "rb")
+    except PermissionError:
+        raise DataError(f"{path}: permission denied; make the file readable") from None
+    except OSError as error:
+        raise DataError(f"{path}: cannot be read ({error.strerror})") from None
+    magic = raw.peek(2)[:2] if hasattr(raw, "peek") else b""
+    if path.suffix == ".gz" or magic == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=raw, mode="rb"), raw
+    return raw, raw
+
+
+def iter_lines(path: Path, on_bytes: Callable[[int], None] | None = None) -> Iterator[str]:
+    """Yields the lines of a UTF-8 text file (plain or gzip), without line endings.
+
+    Raises DataError naming the file and line for bytes that are not UTF-8 or
+    that look binary (NUL bytes), since a silently mangled corpus is worse than
+    a stopped run. ``on_bytes`` is told how many bytes of the file on disk
+    have been consumed, in chunks, for progress bars.
+    """
+    stream, raw = _open_binary(path)
+    reported = 0
+    try:
+        with stream:
+            for line_number, line in enumerate(stream, start=1):
+                if b"\x00" in line:
+                    raise DataError(
+                        f"{path}:{line_number}: contains NUL bytes; this looks like a binary file, not text"
+                    )
+                try:
+                    text = line.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    raise DataError(
+                        f"{path}:{line_number}: not valid UTF-8 (byte 0x{line[error.start]:02x} at column "
+                        f"{error.start + 1}); convert the file to UTF-8, e.g. with iconv"
+                    ) from None
+                if on_bytes is not None:
+                    position = raw.tell()
+                    if position - reported >= _PROGRESS_CHUNK:
+                        on_bytes(position - reported)
+                        reported = position
+                yield text.rstrip("\r\n")
+    except (OSError, EOFError) as error:  # truncated or corrupt gzip
+        raise DataError(f"{path}: cannot be read ({error})") from None
+    if on_bytes is not None:
+        end = path.stat().st_size
+        if end > reported:
+            on_bytes(end - reported)
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
+    """Yields a temporary sibling path to write; renames it to ``final`` on success.
+
+    Works for a file or a directory. On any error the temporary is removed, so
+    nothing half-written ever sits under the final name.
+    """
+    final = Path(final)
+    parent = final.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DataError(f"{parent}: cannot create the output directory ({error.strerror})") from None
+    if not os.access(parent, os.W_OK):
+        raise DataError(f"{parent}: not writable; choose another output location")
+    temporary = parent / f".{final.name}.tmp-{os.getpid()}"
+    try:
+        yield temporary
+        if final.is_dir() and not final.is_symlink():
+            shutil.rmtree(final)
+        os.replace(temporary, final)
+    except BaseException:
+        if temporary.is_dir():
+            shutil.rmtree(temporary, ignore_errors=True)
+        else:
+            temporary.unlink(missing_ok=True)
+        raise
