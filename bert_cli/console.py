@@ -39,9 +39,26 @@ def info(message: str) -> None:
     stderr.print(message, soft_wrap=True)
 
 
+class Bar:
+    """Handle on one progress bar: ``advance(n)``, ``set_total(n)``, ``describe(text)``."""
+
+    def __init__(self, progress: Progress, task) -> None:
+        self._progress = progress
+        self._task = task
+
+    def advance(self, n: int) -> None:
+        self._progress.advance(self._task, n)
+
+    def set_total(self, total: int | None) -> None:
+        self._progress.update(self._task, total=total or None)
+
+    def describe(self, text: str) -> None:
+        self._progress.update(self._task, description=text)
+
+
 @contextlib.contextmanager
-def byte_progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
-    """A progress bar over bytes read, with MB/s; yields ``advance(n_bytes)``."""
+def byte_progress(description: str, total: int | None = None) -> Iterator[Bar]:
+    """A progress bar over bytes read, with MB/s and time left."""
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -50,12 +67,9 @@ def byte_progress(description: str, total: int) -> Iterator[Callable[[int], None
         TransferSpeedColumn(),
         TimeRemainingColumn(),
         console=stderr,
-        transient=False,
     )
     with progress:
-        task = progress.add_task(description, total=total or None)
-        yield lambda n: progress.advance(task, n)
-        progress.update(task, completed=total)
+        yield Bar(progress, progress.add_task(description, total=total or None))
 
 
 @contextlib.contextmanager
