@@ -15,7 +15,7 @@ import typer
 from typer.core import TyperGroup
 
 from bert_cli import __version__, console
-from bert_cli.commands import corpus, demo, not_built, tokenize, vocab
+from bert_cli.commands import corpus, demo, not_built, pretrain, tokenize, vocab
 from bert_cli.errors import UserError
 from data.errors import DataError
 from models.errors import ModelError
@@ -105,7 +105,7 @@ app.command("corpus")(corpus.corpus_command)
 app.command("vocab")(vocab.vocab_command)
 app.command("tokenize")(tokenize.tokenize_command)
 app.command("make-data")(not_built.make_data_command)
-app.command("pretrain")(not_built.pretrain_command)
+app.command("pretrain")(pretrain.pretrain_command)
 finetune = typer.Typer(
     name="finetune",
     help="Fine-tune a model: squad (span prediction), classify (sentences or pairs), tag (tokens).",

@@ -25,11 +25,6 @@ def make_data_command(args: Optional[List[str]] = _ARGS) -> None:
     _not_built("make-data", 3)
 
 
-def pretrain_command(args: Optional[List[str]] = _ARGS) -> None:
-    """Pre-train with MLM + NSP on CPU, GPUs, several hosts or a TPU (not built yet)."""
-    _not_built("pretrain", 4)
-
-
 def finetune_squad_command(args: Optional[List[str]] = _ARGS) -> None:
     """Fine-tune on SQuAD v1.1 / v2.0 span prediction (not built yet)."""
     _not_built("finetune squad", 5)

@@ -1,0 +1,205 @@
+"""The ``tf.data`` input of pre-training: records in, batches of model features out.
+
+Reads the original release's TFRecord schema (ours and the original script's
+records alike), so either can feed ``bert pretrain``:
+
+    input_ids, input_mask, segment_ids      int64 [T]
+    masked_lm_positions, masked_lm_ids      int64 [P]
+    masked_lm_weights                       float32 [P]
+    next_sentence_labels                    int64 [1]
+
+Files are read interleaved (``cycle_length`` at a time, in a shuffled file
+order) through a shuffle buffer, as the original ``run_pretraining.py`` does;
+batches keep a fixed shape (``drop_remainder``) for TPUs and XLA.
+
+With dynamic masking (RoBERTa) every read of an example gets a fresh mask by
+the same rules as ``bert make-data``: the original tokens are restored from
+the stored predictions, then ``min(P, max(1, round(len * prob)))`` positions
+other than [CLS]/[SEP]/padding are chosen (whole words when asked), each
+replaced by [MASK] 80 %, kept 10 %, a random vocabulary id 10 % of the time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import tensorflow as tf
+
+from data.errors import DataError
+
+# Shape legend: B = batch, T = max sequence length, P = max predictions.
+
+
+def feature_spec(max_seq_length: int, max_predictions: int, next_sentence: bool = True) -> dict:
+    """The original release's feature spec for ``tf.io.parse_example``."""
+    spec = {
+        "input_ids": tf.io.FixedLenFeature([max_seq_length], tf.int64),
+        "input_mask": tf.io.FixedLenFeature([max_seq_length], tf.int64),
+        "segment_ids": tf.io.FixedLenFeature([max_seq_length], tf.int64),
+        "masked_lm_positions": tf.io.FixedLenFeature([max_predictions], tf.int64),
+        "masked_lm_ids": tf.io.FixedLenFeature([max_predictions], tf.int64),
+        "masked_lm_weights": tf.io.FixedLenFeature([max_predictions], tf.float32),
+    }
+    if next_sentence:
+        spec["next_sentence_labels"] = tf.io.FixedLenFeature([1], tf.int64)
+    return spec
+
+
+def compression_of(path: str) -> str:
+    """``"GZIP"`` when the file starts with the gzip magic bytes, else ``""``."""
+    with tf.io.gfile.GFile(path, "rb") as handle:
+        return "GZIP" if handle.read(2) == b"\x1f\x8b" else ""
+
+
+@dataclasses.dataclass(frozen=True)
+class DynamicMasking:
+    """What re-masking needs to know about the vocabulary and the recipe."""
+
+    vocab_size: int
+    cls_id: int
+    sep_id: int
+    mask_id: int
+    masked_lm_prob: float = 0.15
+    #: ids of "##" continuation pieces; with ``whole_word`` they are masked with their word.
+    continuation_ids: tuple[int, ...] = ()
+    whole_word: bool = False
+
+
+def pretraining_dataset(
+    files: Sequence[str],
+    max_seq_length: int,
+    max_predictions: int,
+    batch_size: int,
+    *,
+    training: bool = True,
+    next_sentence: bool = True,
+    seed: int = 12345,
+    shuffle_buffer: int = 10_000,
+    cycle_length: int = 8,
+    input_context: tf.distribute.InputContext | None = None,
+    dynamic_masking: DynamicMasking | None = None,
+) -> tf.data.Dataset:
+    """Batches of pre-training features from TFRecord files.
+
+    Args:
+        files: Record files (plain or gzip, detected per file).
+        max_seq_length / max_predictions: T and P of the records.
+        batch_size: Examples per batch for this input pipeline (per replica).
+        training: Shuffle and repeat forever; else one ordered pass.
+        next_sentence: Parse ``next_sentence_labels``.
+        seed: Shuffle seed (a resumed run passes a different one so it does not replay the same order).
+        input_context: Given by ``distribute_datasets_from_function``; each input
+            pipeline then reads its own share of the files.
+        dynamic_masking: Re-mask on every read (RoBERTa) instead of using the stored masks.
+    """
+    if not files:
+        raise DataError("no record files to read")
+    compressions = {compression_of(f) for f in files}
+    if len(compressions) > 1:
+        raise DataError("record files mix gzip and plain TFRecords; give one kind at a time")
+    compression = compressions.pop()
+    spec = feature_spec(max_seq_length, max_predictions, next_sentence)
+
+    dataset = tf.data.Dataset.from_tensor_slices(list(files))
+    if input_context is not None and input_context.num_input_pipelines > 1 and len(files) >= input_context.num_input_pipelines:
+        dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    if training:
+        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
+        dataset = dataset.interleave(
+            lambda name: tf.data.TFRecordDataset(name, compression_type=compression),
+            cycle_length=min(cycle_length, len(files)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed)
+    else:
+        dataset = tf.data.TFRecordDataset(dataset, compression_type=compression)
+
+    dataset = dataset.batch(batch_size, drop_remainder=training)
+    dataset = dataset.map(lambda records: tf.io.parse_example(records, spec), num_parallel_calls=tf.data.AUTOTUNE)
+    if dynamic_masking is not None:
+        masker = _Remasker(dynamic_masking, max_predictions)
+        dataset = dataset.enumerate().map(
+            lambda index, batch: masker(batch, tf.stack([tf.cast(seed, tf.int64), index])),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+class _Remasker:
+    """Re-masks a parsed batch in the graph (see the module docstring for the rules)."""
+
+    def __init__(self, options: DynamicMasking, max_predictions: int) -> None:
+        self.options = options
+        self.max_predictions = max_predictions
+        size = options.vocab_size
+        continuation = [0] * size
+        for token_id in options.continuation_ids:
+            continuation[token_id] = 1
+        self.is_continuation = tf.constant(continuation, tf.int32)  # [V]
+
+    def __call__(self, batch: dict, seed: tf.Tensor) -> dict:
+        options = self.options
+        ids = batch["input_ids"]  # [B, T] int64, holding the old masks
+        mask = batch["input_mask"]  # [B, T]
+        B = tf.shape(ids)[0]
+        T = tf.shape(ids)[1]
+        P = self.max_predictions
+
+        # Restore the original tokens: put the stored predictions back.
+        weights = batch["masked_lm_weights"] > 0  # [B, P]
+        rows = tf.repeat(tf.range(B, dtype=tf.int64)[:, None], P, axis=1)  # [B, P]
+        where = tf.stack([rows, batch["masked_lm_positions"]], axis=-1)  # [B, P, 2]
+        originals = tf.tensor_scatter_nd_update(
+            ids, tf.boolean_mask(where, weights), tf.boolean_mask(batch["masked_lm_ids"], weights)
+        )  # [B, T]
+
+        seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=4)
+        candidate = (mask > 0) & (originals != options.cls_id) & (originals != options.sep_id)  # [B, T]
+        lengths = tf.reduce_sum(mask, axis=1)  # [B], [CLS] and [SEP] counted like the original
+        count = tf.minimum(
+            tf.cast(P, tf.int64),
+            tf.maximum(tf.cast(1, tf.int64), tf.cast(tf.round(tf.cast(lengths, tf.float32) * options.masked_lm_prob), tf.int64)),
+        )  # [B]
+
+        scores = tf.random.stateless_uniform([B, T], seed=seeds[0])  # [B, T]
+        if options.whole_word:
+            # Every piece takes its word's score, so a word's pieces sort together.
+            starts = tf.logical_not(tf.gather(self.is_continuation, tf.cast(originals, tf.int32)) > 0) | ~candidate
+            word_index = tf.cumsum(tf.cast(starts, tf.int32), axis=1) - 1  # [B, T]
+            scores = tf.gather(scores, word_index, batch_dims=1)
+        scores = tf.where(candidate, scores, -1.0)
+        order = tf.argsort(scores, axis=1, direction="DESCENDING", stable=True)  # [B, T]
+        ranked_candidate = tf.gather(candidate, order, batch_dims=1)
+        chosen_rank = tf.cumsum(tf.cast(ranked_candidate, tf.int64), axis=1)  # 1-based rank among candidates
+        take = ranked_candidate & (chosen_rank <= count[:, None])  # [B, T] in ranked order
+        if options.whole_word:
+            # Never split a word: drop a word whose last piece falls past the count.
+            ranked_words = tf.gather(word_index, order, batch_dims=1)
+            taken_any = tf.math.unsorted_segment_min(
+                tf.cast(take, tf.int32), ranked_words + tf.range(B)[:, None] * T, B * T
+            )
+            complete = tf.gather(tf.reshape(taken_any, [B, T]), ranked_words, batch_dims=1) > 0
+            take = take & complete
+        picked_positions = tf.where(take, tf.cast(order, tf.int64), tf.cast(T, tf.int64))  # T marks "not taken"
+        picked_positions = tf.sort(picked_positions, axis=1)[:, :P]  # [B, P], sorted, real ones first
+        real = picked_positions < tf.cast(T, tf.int64)  # [B, P]
+        positions = tf.where(real, picked_positions, 0)
+        labels = tf.gather(originals, positions, batch_dims=1)  # [B, P]
+
+        choice = tf.random.stateless_uniform([B, P], seed=seeds[1])
+        random_ids = tf.random.stateless_uniform(
+            [B, P], seed=seeds[2], minval=0, maxval=options.vocab_size, dtype=tf.int64
+        )
+        replacement = tf.where(choice < 0.8, tf.cast(options.mask_id, tf.int64), tf.where(choice < 0.9, labels, random_ids))
+        update_where = tf.stack([tf.repeat(tf.range(B, dtype=tf.int64)[:, None], P, axis=1), positions], -1)
+        new_ids = tf.tensor_scatter_nd_update(
+            originals, tf.boolean_mask(update_where, real), tf.boolean_mask(replacement, real)
+        )
+        result = dict(batch)
+        result["input_ids"] = new_ids
+        result["masked_lm_positions"] = positions
+        result["masked_lm_ids"] = tf.where(real, labels, 0)
+        result["masked_lm_weights"] = tf.cast(real, tf.float32)
+        return result

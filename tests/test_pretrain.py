@@ -1,0 +1,157 @@
+"""`bert pretrain` end to end on tiny synthetic records, and the training loop's guarantees."""
+
+import json
+
+import numpy as np
+import pytest
+
+from bert_cli.main import app
+from pretrain_helpers import make_examples, write_config, write_records, write_vocab
+
+tf = pytest.importorskip("tensorflow")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("records")
+    write_vocab(directory)
+    config = write_config(directory)
+    write_records(directory / "part-00000.tfrecord", make_examples(512, seed=1))
+    write_records(directory / "part-00001.tfrecord", make_examples(512, seed=2))
+    write_records(directory / "heldout.tfrecord.gz", make_examples(64, seed=3), gzip=True)
+    return directory, config
+
+
+def _pretrain(runner, corpus, output, *extra):
+    directory, config = corpus
+    args = [
+        "pretrain", str(directory / "part-0000*.tfrecord"), "--output", str(output), "--model", str(config),
+        "--vocab", str(directory / "vocab.txt"), "--batch-size", "16", "--log-every", "10",
+        "--warmup-steps", "5", "--learning-rate", "2e-3", *extra,
+    ]
+    return runner.invoke(app, args)
+
+
+def test_loss_decreases_and_model_directory_is_complete(runner, corpus, tmp_path):
+    output = tmp_path / "model"
+    result = _pretrain(runner, corpus, output, "--train-steps", "60", "--save-every", "30",
+                       "--eval-input", str(corpus[0] / "heldout.tfrecord.gz"))
+    assert result.exit_code == 0, result.output
+    summary = json.loads((output / "pretrain.json").read_text())
+    history = summary["history"]
+    assert [h["step"] for h in history] == [10, 20, 30, 40, 50, 60]
+    assert history[-1]["mlm_loss"] < history[0]["mlm_loss"] - 0.3
+    assert history[-1]["mlm_accuracy"] > history[0]["mlm_accuracy"]
+    assert summary["evaluation"]["mlm_accuracy"] > 0
+    for name in ("bert_config.json", "vocab.txt", "model.weights.h5", "training_curves.png", "run.json"):
+        assert (output / name).is_file(), name
+    assert list((output / "logs" / "train").iterdir()), "TensorBoard events"
+    assert (output / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rerun_resumes_with_step_and_optimizer_restored(runner, corpus, tmp_path):
+    output = tmp_path / "model"
+    assert _pretrain(runner, corpus, output, "--train-steps", "20", "--save-every", "10").exit_code == 0
+    result = _pretrain(runner, corpus, output, "--train-steps", "30", "--save-every", "10")
+    assert result.exit_code == 0, result.output
+    assert "resuming from" in result.stderr and "at step 20" in result.stderr
+    checkpoint = tf.train.load_checkpoint(str(output / "checkpoints"))
+    iterations = [k for k in checkpoint.get_variable_to_shape_map() if k.startswith("optimizer/") and "iteration" in k]
+    assert iterations and int(checkpoint.get_tensor(iterations[0])) == 30
+    history = json.loads((output / "pretrain.json").read_text())["history"]
+    assert [h["step"] for h in history] == [10, 20, 30]
+
+
+def test_interrupted_run_resumes_from_last_checkpoint(runner, corpus, tmp_path, monkeypatch):
+    import bert_cli.display as display
+
+    output = tmp_path / "model"
+    original = display.TrainingDisplay.log
+
+    def crash_after_step_20(self, step, metrics):
+        original(self, step, metrics)
+        if step == 20:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(display.TrainingDisplay, "log", crash_after_step_20)
+    crashed = _pretrain(runner, corpus, output, "--train-steps", "40", "--save-every", "10")
+    assert crashed.exit_code == 130
+    assert not (output / "model.weights.h5").exists(), "no final weights from an interrupted run"
+    monkeypatch.setattr(display.TrainingDisplay, "log", original)
+    result = _pretrain(runner, corpus, output, "--train-steps", "40", "--save-every", "10")
+    assert result.exit_code == 0, result.output
+    assert "at step 10 " in result.stderr or "at step 10 of" in result.stderr
+
+
+def test_mixed_bfloat16_runs(runner, corpus, tmp_path):
+    result = _pretrain(runner, corpus, tmp_path / "bf16", "--train-steps", "10", "--precision", "mixed_bfloat16")
+    assert result.exit_code == 0, result.output
+    final = json.loads((tmp_path / "bf16" / "pretrain.json").read_text())["final_metrics"]
+    assert np.isfinite(final["loss"])
+
+
+def test_dynamic_masking_and_no_nsp(runner, corpus, tmp_path):
+    result = _pretrain(runner, corpus, tmp_path / "dyn", "--train-steps", "10", "--dynamic-masking", "--no-nsp")
+    assert result.exit_code == 0, result.output
+    final = json.loads((tmp_path / "dyn" / "pretrain.json").read_text())["final_metrics"]
+    assert "nsp_accuracy" not in final and np.isfinite(final["mlm_loss"])
+
+
+def test_config_of_another_vocabulary_is_refused(runner, corpus, tmp_path):
+    directory, _ = corpus
+    config = write_config(tmp_path, vocab_size=999)
+    result = runner.invoke(app, ["pretrain", str(directory / "part-00000.tfrecord"), "-o", str(tmp_path / "m"),
+                                 "--vocab", str(directory / "vocab.txt"), "--model", str(config)])
+    assert result.exit_code == 2, result.output
+    assert "vocab_size 999" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("option", ["--batch-size", "--train-steps", "--accumulation-steps"])
+def test_non_positive_counts_are_refused(runner, corpus, tmp_path, option):
+    directory, config = corpus
+    result = runner.invoke(app, ["pretrain", str(directory / "part-00000.tfrecord"), "-o", str(tmp_path / "m"),
+                                 "--vocab", str(directory / "vocab.txt"), "--model", str(config), option, "0"])
+    assert result.exit_code == 2, result.output
+    assert f"{option} must be at least 1" in result.stderr
+
+
+def test_unreachable_tpu_is_one_line(runner, corpus, tmp_path):
+    directory, config = corpus
+    result = runner.invoke(app, ["pretrain", str(directory / "part-00000.tfrecord"), "-o", str(tmp_path / "m"),
+                                 "--vocab", str(directory / "vocab.txt"), "--model", str(config),
+                                 "--tpu", "no-such-tpu"])
+    assert result.exit_code == 2, result.output
+    assert "--tpu no-such-tpu: no TPU reachable" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_records_longer_than_the_model_are_refused(runner, corpus, tmp_path):
+    directory, _ = corpus
+    config = write_config(tmp_path, max_position_embeddings=16)
+    result = runner.invoke(app, ["pretrain", str(directory / "part-00000.tfrecord"), "-o", str(tmp_path / "m"),
+                                 "--vocab", str(directory / "vocab.txt"), "--model", str(config)])
+    assert result.exit_code == 2 and "max_position_embeddings 16" in result.stderr
+
+
+def test_empty_glob_and_corrupt_file(runner, corpus, tmp_path):
+    directory, config = corpus
+    result = runner.invoke(app, ["pretrain", str(tmp_path / "nothing-*.tfrecord"), "-o", str(tmp_path / "m"),
+                                 "--vocab", str(directory / "vocab.txt"), "--model", str(config)])
+    assert result.exit_code == 2 and "matches no record files" in result.stderr
+    broken = tmp_path / "broken.tfrecord"
+    broken.write_bytes(b"this is not a record file at all" * 10)
+    result = runner.invoke(app, ["pretrain", str(broken), "-o", str(tmp_path / "m"),
+                                 "--vocab", str(directory / "vocab.txt"), "--model", str(config)])
+    assert result.exit_code == 2 and "broken.tfrecord" in result.stderr
+
+
+def test_different_config_in_output_is_refused_without_overwrite(runner, corpus, tmp_path):
+    output = tmp_path / "model"
+    assert _pretrain(runner, corpus, output, "--train-steps", "6").exit_code == 0
+    other = write_config(tmp_path, hidden_size=64, intermediate_size=128)
+    directory, _ = corpus
+    args = ["pretrain", str(directory / "part-00000.tfrecord"), "-o", str(output), "--vocab",
+            str(directory / "vocab.txt"), "--model", str(other), "--train-steps", "6", "--warmup-steps", "1", "--batch-size", "16"]
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 2 and "--overwrite" in refused.stderr
+    assert runner.invoke(app, args + ["--overwrite"]).exit_code == 0
