@@ -163,25 +163,30 @@ class _Remasker:
             tf.maximum(tf.cast(1, tf.int64), tf.cast(tf.round(tf.cast(lengths, tf.float32) * options.masked_lm_prob), tf.int64)),
         )  # [B]
 
-        scores = tf.random.stateless_uniform([B, T], seed=seeds[0])  # [B, T]
+        # Each piece gets its word's random score, so a word's pieces sort together
+        # (without whole-word masking every piece is a word of its own).
         if options.whole_word:
-            # Every piece takes its word's score, so a word's pieces sort together.
-            starts = tf.logical_not(tf.gather(self.is_continuation, tf.cast(originals, tf.int32)) > 0) | ~candidate
-            word_index = tf.cumsum(tf.cast(starts, tf.int32), axis=1) - 1  # [B, T]
-            scores = tf.gather(scores, word_index, batch_dims=1)
+            continues = tf.gather(self.is_continuation, tf.cast(originals, tf.int32)) > 0
+            starts = ~(continues & candidate)
+        else:
+            starts = tf.ones_like(candidate)
+        word_index = tf.cumsum(tf.cast(starts, tf.int32), axis=1) - 1  # [B, T]
+        segments = word_index + tf.range(B)[:, None] * T  # one id per (row, word)
+        word_length = tf.math.unsorted_segment_sum(tf.cast(candidate, tf.int64), segments, B * T)
+        # A word longer than the whole budget can never be taken; leave it out.
+        fits = tf.gather(word_length, segments) <= count[:, None]
+        candidate = candidate & fits
+        scores = tf.gather(tf.random.stateless_uniform([B, T], seed=seeds[0]), word_index, batch_dims=1)
         scores = tf.where(candidate, scores, -1.0)
         order = tf.argsort(scores, axis=1, direction="DESCENDING", stable=True)  # [B, T]
         ranked_candidate = tf.gather(candidate, order, batch_dims=1)
-        chosen_rank = tf.cumsum(tf.cast(ranked_candidate, tf.int64), axis=1)  # 1-based rank among candidates
-        take = ranked_candidate & (chosen_rank <= count[:, None])  # [B, T] in ranked order
-        if options.whole_word:
-            # Never split a word: drop a word whose last piece falls past the count.
-            ranked_words = tf.gather(word_index, order, batch_dims=1)
-            taken_any = tf.math.unsorted_segment_min(
-                tf.cast(take, tf.int32), ranked_words + tf.range(B)[:, None] * T, B * T
-            )
-            complete = tf.gather(tf.reshape(taken_any, [B, T]), ranked_words, batch_dims=1) > 0
-            take = take & complete
+        ranked_total = tf.cumsum(tf.cast(ranked_candidate, tf.int64), axis=1)  # pieces taken so far
+        # Take whole words in random order while they fit. (The original also
+        # looks past a word that does not fit for a shorter one; stopping there
+        # instead only matters with whole-word masking, and only by a piece or two.)
+        ranked_segments = tf.gather(segments, order, batch_dims=1)
+        word_total = tf.math.unsorted_segment_max(ranked_total, ranked_segments, B * T)
+        take = ranked_candidate & (tf.gather(word_total, ranked_segments) <= count[:, None])  # ranked order
         picked_positions = tf.where(take, tf.cast(order, tf.int64), tf.cast(T, tf.int64))  # T marks "not taken"
         picked_positions = tf.sort(picked_positions, axis=1)[:, :P]  # [B, P], sorted, real ones first
         real = picked_positions < tf.cast(T, tf.int64)  # [B, P]

@@ -66,19 +66,21 @@ def make_examples(count: int, seq_length: int = 24, predictions: int = 4, seed: 
         tokens = [CLS] + [first + w for w in a] + [SEP] + [first + w for w in b] + [SEP]
         segments = [0] * (a_len + 2) + [1] * (b_len + 1)
         candidates = [i for i, t in enumerate(tokens) if t not in (CLS, SEP)]
-        positions = sorted(rng.choice(candidates, size=predictions, replace=False).tolist())
+        real = min(predictions, max(1, round(len(tokens) * 0.15)))
+        positions = sorted(rng.choice(candidates, size=real, replace=False).tolist())
         labels = [tokens[p] for p in positions]
         masked = list(tokens)
         for p in positions:
             masked[p] = MASK
         pad = seq_length - len(tokens)
+        spare = predictions - real
         examples.append({
             "input_ids": masked + [0] * pad,
             "input_mask": [1] * len(tokens) + [0] * pad,
             "segment_ids": segments + [0] * pad,
-            "masked_lm_positions": positions,
-            "masked_lm_ids": labels,
-            "masked_lm_weights": [1.0] * predictions,
+            "masked_lm_positions": positions + [0] * spare,
+            "masked_lm_ids": labels + [0] * spare,
+            "masked_lm_weights": [1.0] * real + [0.0] * spare,
             "next_sentence_labels": [int(random_next)],
         })
     return examples
