@@ -164,19 +164,21 @@ def inspect_records(patterns, option: str = "INPUT") -> RecordsInfo:
     Every file's first record is read, so a file that is not a TFRecord file is
     named now rather than failing hours into a run.
     """
-    import glob as globbing
-
     import tensorflow as tf
 
+    # tf.io.gfile, so record files may also live on Cloud Storage (gs://...).
+    gfile = tf.io.gfile
     files: list[str] = []
     for pattern in patterns:
-        path = Path(pattern)
-        if path.is_dir():
-            matches = sorted(str(p) for p in path.glob("*.tfrecord*") if not p.name.startswith("."))
-        elif any(c in str(pattern) for c in "*?["):
-            matches = sorted(m for m in globbing.glob(str(pattern)) if Path(m).is_file())
-        elif path.is_file():
-            matches = [str(path)]
+        pattern = str(pattern)
+        if gfile.isdir(pattern):
+            matches = sorted(
+                m for m in gfile.glob(pattern.rstrip("/") + "/*.tfrecord*") if not Path(m).name.startswith(".")
+            )
+        elif any(c in pattern for c in "*?["):
+            matches = sorted(m for m in gfile.glob(pattern) if not gfile.isdir(m))
+        elif gfile.exists(pattern):
+            matches = [pattern]
         else:
             raise UserError(f"{option} {pattern}: no such file or directory")
         if not matches:
@@ -184,11 +186,12 @@ def inspect_records(patterns, option: str = "INPUT") -> RecordsInfo:
         files.extend(m for m in matches if m not in files)
 
     manifest = None
-    for directory in sorted({str(Path(f).parent) for f in files}):
-        candidate = Path(directory) / "manifest.json"
-        if candidate.is_file():
+    for directory in sorted({f.rsplit("/", 1)[0] if "/" in f else "." for f in files}):
+        candidate = f"{directory}/manifest.json"
+        if gfile.exists(candidate):
             try:
-                manifest = json.loads(candidate.read_text(encoding="utf-8"))
+                with gfile.GFile(candidate, "r") as handle:
+                    manifest = json.loads(handle.read())
             except json.JSONDecodeError as error:
                 raise UserError(f"{candidate}: invalid JSON ({error.msg})") from None
             break
