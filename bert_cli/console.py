@@ -10,6 +10,7 @@ import contextlib
 from typing import Callable, Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -28,11 +29,12 @@ stderr = Console(stderr=True, highlight=False)
 
 def error(message: str) -> None:
     """Prints one error line on stderr (the caller decides the exit status)."""
-    stderr.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    # Messages quote user data and tokens like [MASK]: never read them as markup.
+    stderr.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
 
 
 def warning(message: str) -> None:
-    stderr.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
+    stderr.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
 
 
 def info(message: str) -> None:
@@ -69,7 +71,13 @@ def byte_progress(description: str, total: int | None = None) -> Iterator[Bar]:
         console=stderr,
     )
     with progress:
-        yield Bar(progress, progress.add_task(description, total=total or None))
+        task = progress.add_task(description, total=total or None)
+        try:
+            yield Bar(progress, task)
+        except BaseException:
+            # A failed run ends with its one error line, not a half-full bar above it.
+            progress.update(task, visible=False)
+            raise
 
 
 @contextlib.contextmanager

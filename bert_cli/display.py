@@ -71,7 +71,11 @@ def training_display(total_steps: int, start_step: int = 0, description: str = "
     )
     with progress:
         task = progress.add_task(description, total=total_steps, completed=start_step, metrics="")
-        yield TrainingDisplay(progress, task)
+        try:
+            yield TrainingDisplay(progress, task)
+        except BaseException:
+            progress.update(task, visible=False)
+            raise
 
 
 def results_table(title: str, rows: list[tuple[str, str]]) -> Table:
