@@ -112,6 +112,22 @@ def iter_lines(path: Path, on_bytes: Callable[[int], None] | None = None) -> Ite
             on_bytes(end - reported)
 
 
+def writable_parent(final: str | os.PathLike) -> Path:
+    """Creates the directory that will hold ``final`` and checks it is writable.
+
+    Commands call this before long work, so a bad output location is reported
+    at once rather than after the work is done.
+    """
+    parent = Path(final).parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DataError(f"{parent}: cannot create the output directory ({error.strerror})") from None
+    if not os.access(parent, os.W_OK):
+        raise DataError(f"{parent}: not writable; choose another output location")
+    return parent
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """Yields a temporary sibling path to write; renames it to ``final`` on success.
@@ -120,13 +136,7 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     nothing half-written ever sits under the final name.
     """
     final = Path(final)
-    parent = final.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise DataError(f"{parent}: cannot create the output directory ({error.strerror})") from None
-    if not os.access(parent, os.W_OK):
-        raise DataError(f"{parent}: not writable; choose another output location")
+    parent = writable_parent(final)
     temporary = parent / f".{final.name}.tmp-{os.getpid()}"
     try:
         yield temporary

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 from data.errors import DataError
-from data.textio import atomic_path, expand_inputs, iter_lines, total_bytes
+from data.textio import atomic_path, expand_inputs, iter_lines, total_bytes, writable_parent
 
 CORE_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 # The original vocabularies put 99 unused slots between [PAD] and [UNK].
@@ -252,6 +252,7 @@ def build_vocabulary(
             f"tokens and --unused {unused}; raise --vocab-size or lower --unused"
         )
     files = expand_inputs(inputs)
+    writable_parent(output)
     corpus_bytes = total_bytes(files)
     if on_total:
         on_total(corpus_bytes)
