@@ -111,7 +111,6 @@ from pathlib import Path  # noqa: E402
 from bert_cli.errors import UserError  # noqa: E402
 
 RUN_FILE = "run.json"
-WEIGHTS_FILE = "model.weights.h5"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,7 +274,8 @@ def prepare_output(options: PretrainOptions, signature: dict) -> None:
                     "pass --overwrite to start over or choose another directory"
                 )
     if options.overwrite and output.is_dir():
-        for name in ("checkpoints", "logs", WEIGHTS_FILE, "pretrain.json", "training_curves.png", RUN_FILE):
+        for name in ("checkpoints", "logs", "model.weights.h5", "encoder.weights.h5", "task.json", "pretrain.json",
+                     "training_curves.png", RUN_FILE):
             target = output / name
             if target.is_dir():
                 shutil.rmtree(target)
@@ -305,6 +305,7 @@ def run_pretraining(options: PretrainOptions) -> PretrainResult:
     """Runs ``bert pretrain``: checks inputs, trains (or resumes), writes the model directory."""
     from bert_cli import console, strategy as strategies
     from bert_cli.display import plot_curves, training_display
+    from bert_cli.model_dir import write_model_dir
     from bert_cli.training import LoopOptions, run_loop
 
     for name in ("batch_size", "train_steps", "accumulation_steps", "steps_per_execution", "log_every",
@@ -452,10 +453,15 @@ def run_pretraining(options: PretrainOptions) -> PretrainResult:
     final = result.history[-1] if result.history else {}
     evaluation = result.evaluations[-1] if result.evaluations else None
     if distribution.is_chief:
-        config.to_json_file(options.output / "bert_config.json")
-        if Path(vocab_path).resolve() != (options.output / "vocab.txt").resolve():
-            shutil.copyfile(vocab_path, options.output / "vocab.txt")
-        result.model.save_weights(str(options.output / WEIGHTS_FILE))
+        write_model_dir(
+            options.output, config, Path(vocab_path), result.model.backbone, result.model,
+            {
+                "task": "pretraining",
+                "next_sentence": next_sentence,
+                "lowercase": manifest.get("lowercase"),
+                "max_seq_length": records.max_seq_length,
+            },
+        )
         previous = _read_json(options.output / "pretrain.json")
         history = (previous.get("history", []) if result.resumed_from else []) + result.history
         evaluations = (previous.get("evaluations", []) if result.resumed_from else []) + result.evaluations
@@ -490,19 +496,24 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
-def _initializer(model_dir: Path, config):
-    """Loads another pre-trained model's weights (domain adaptation, phase two at length 512)."""
-    from models.config import BertConfig
+def _initializer(path: Path, config):
+    """Loads another pre-trained model's encoder weights (domain adaptation, phase two at length 512).
 
-    config_path = model_dir / "bert_config.json"
-    weights = model_dir / WEIGHTS_FILE
-    if not config_path.is_file() or not weights.is_file():
-        raise UserError(f"--init-checkpoint {model_dir}: not a model directory (needs bert_config.json and {WEIGHTS_FILE})")
-    other = BertConfig.from_json_file(config_path)
-    if other != config:
-        raise UserError(f"--init-checkpoint {model_dir}: its bert_config.json differs from --model's config")
+    From a pre-training directory the MLM and NSP heads come along too, so
+    pre-training continues where that run stopped, with a fresh optimizer.
+    """
+    from bert_cli.model_dir import read_model_dir
+
+    source = read_model_dir(path, "--init-checkpoint")
+    if source.config != config:
+        raise UserError(f"--init-checkpoint {path}: its bert_config.json differs from --model's config")
+    whole = source.kind == "pretraining" and source.model_weights.is_file()
 
     def init(model) -> None:
-        model.load_weights(str(weights))
+        # Heads come along only when they are the same heads (NSP on both sides or on neither).
+        if whole and source.task.get("next_sentence", True) == model.next_sentence:
+            model.load_weights(str(source.model_weights))
+        else:
+            model.backbone.load_weights(str(source.encoder_weights))
 
     return init

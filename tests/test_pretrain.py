@@ -43,8 +43,10 @@ def test_loss_decreases_and_model_directory_is_complete(runner, corpus, tmp_path
     assert history[-1]["mlm_loss"] < history[0]["mlm_loss"] - 0.3
     assert history[-1]["mlm_accuracy"] > history[0]["mlm_accuracy"]
     assert summary["evaluation"]["mlm_accuracy"] > 0
-    for name in ("bert_config.json", "vocab.txt", "model.weights.h5", "training_curves.png", "run.json"):
+    for name in ("bert_config.json", "vocab.txt", "model.weights.h5", "encoder.weights.h5", "task.json",
+                 "training_curves.png", "run.json"):
         assert (output / name).is_file(), name
+    assert json.loads((output / "task.json").read_text())["task"] == "pretraining"
     assert list((output / "logs" / "train").iterdir()), "TensorBoard events"
     assert (output / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -81,6 +83,24 @@ def test_interrupted_run_resumes_from_last_checkpoint(runner, corpus, tmp_path, 
     result = _pretrain(runner, corpus, output, "--train-steps", "40", "--save-every", "10")
     assert result.exit_code == 0, result.output
     assert "at step 10 " in result.stderr or "at step 10 of" in result.stderr
+
+
+def test_init_checkpoint_starts_from_another_runs_weights(runner, corpus, tmp_path):
+    first = tmp_path / "phase1"
+    assert _pretrain(runner, corpus, first, "--train-steps", "40").exit_code == 0
+    trained_loss = json.loads((first / "pretrain.json").read_text())["history"][-1]["mlm_loss"]
+    second = tmp_path / "phase2"
+    result = _pretrain(runner, corpus, second, "--train-steps", "10", "--init-checkpoint", str(first))
+    assert result.exit_code == 0, result.output
+    history = json.loads((second / "pretrain.json").read_text())["history"]
+    # Starting from trained weights: the first window is already near the first run's end, far below chance.
+    assert history[0]["mlm_loss"] < trained_loss + 0.3
+    fresh = _pretrain(runner, corpus, tmp_path / "fresh", "--train-steps", "10")
+    assert fresh.exit_code == 0
+    fresh_loss = json.loads((tmp_path / "fresh" / "pretrain.json").read_text())["history"][0]["mlm_loss"]
+    assert history[0]["mlm_loss"] < fresh_loss - 0.2
+    missing = _pretrain(runner, corpus, tmp_path / "x", "--train-steps", "10", "--init-checkpoint", str(tmp_path))
+    assert missing.exit_code == 2 and "not a model directory" in missing.stderr
 
 
 def test_mixed_bfloat16_runs(runner, corpus, tmp_path):

@@ -1,0 +1,109 @@
+"""Model directories: what every command that makes or consumes a model reads and writes.
+
+A model directory holds:
+
+    bert_config.json     the encoder's shape, original field names
+    vocab.txt            the vocabulary (and vocab.json, its manifest, when there is one)
+    encoder.weights.h5   the encoder alone: any command can start from it
+    model.weights.h5     the whole model of the task (encoder + heads)
+    task.json            what the model is: {"task": "pretraining" | "classify" | "tag" | "squad",
+                         "lowercase": ..., "max_seq_length": ..., and the task's own keys
+                         such as "labels"}
+
+Keeping the encoder in its own file costs disk space but means fine-tuning,
+export and conversion never need to know how another task's heads are built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+from bert_cli.errors import UserError
+
+CONFIG_FILE = "bert_config.json"
+VOCAB_FILE = "vocab.txt"
+ENCODER_WEIGHTS = "encoder.weights.h5"
+MODEL_WEIGHTS = "model.weights.h5"
+TASK_FILE = "task.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelDir:
+    """A model directory that has been checked to hold what it must."""
+
+    path: Path
+    config: object  # models.config.BertConfig
+    vocab_path: Path
+    task: dict
+
+    @property
+    def lowercase(self) -> bool | None:
+        return self.task.get("lowercase")
+
+    @property
+    def kind(self) -> str:
+        return self.task.get("task", "pretraining")
+
+    @property
+    def encoder_weights(self) -> Path:
+        return self.path / ENCODER_WEIGHTS
+
+    @property
+    def model_weights(self) -> Path:
+        return self.path / MODEL_WEIGHTS
+
+
+def read_model_dir(path: str | Path, option: str = "--init") -> ModelDir:
+    """Checks a model directory and reads its config and task description."""
+    from models.config import BertConfig
+
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{option} {path}: no such model directory")
+    missing = [name for name in (CONFIG_FILE, VOCAB_FILE, ENCODER_WEIGHTS) if not (path / name).is_file()]
+    if missing:
+        raise UserError(
+            f"{option} {path}: not a model directory (missing {', '.join(missing)}); "
+            "make one with bert pretrain, bert finetune or bert convert"
+        )
+    config = BertConfig.from_json_file(path / CONFIG_FILE)
+    task = {}
+    if (path / TASK_FILE).is_file():
+        try:
+            task = json.loads((path / TASK_FILE).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise UserError(f"{path / TASK_FILE}: invalid JSON ({error.msg})") from None
+    return ModelDir(path=path, config=config, vocab_path=path / VOCAB_FILE, task=task)
+
+
+def load_encoder(model_dir: ModelDir, dtype: str | None = None):
+    """The directory's encoder (a keras-hub ``BertBackbone``) with its trained weights."""
+    from models.encoder import build_encoder
+
+    encoder = build_encoder(model_dir.config, dtype=dtype)
+    try:
+        encoder.load_weights(str(model_dir.encoder_weights))
+    except (ValueError, OSError) as error:
+        raise UserError(f"{model_dir.encoder_weights}: cannot be loaded into the config's encoder ({error})") from None
+    return encoder
+
+
+def write_model_dir(path: Path, config, vocab_path: Path, encoder, model, task: dict) -> None:
+    """Writes (or refreshes) a model directory; the task file last, so it marks a complete one."""
+    path.mkdir(parents=True, exist_ok=True)
+    config.to_json_file(path / CONFIG_FILE)
+    vocab_path = Path(vocab_path)
+    if vocab_path.resolve() != (path / VOCAB_FILE).resolve():
+        shutil.copyfile(vocab_path, path / VOCAB_FILE)
+        manifest = vocab_path.with_suffix(".json")
+        if manifest.is_file():
+            shutil.copyfile(manifest, path / "vocab.json")
+    # Keras writes .weights.h5 in place: write to a temporary name, then rename.
+    for weights, target in ((encoder, ENCODER_WEIGHTS), (model, MODEL_WEIGHTS)):
+        temporary = path / f".{target}.tmp.weights.h5"
+        weights.save_weights(str(temporary))
+        temporary.replace(path / target)
+    (path / TASK_FILE).write_text(json.dumps(task, indent=2, sort_keys=True) + "\n", encoding="utf-8")
