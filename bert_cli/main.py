@@ -14,8 +14,13 @@ from typing import Annotated, Any, Optional
 import typer
 from typer.core import TyperGroup
 
+# TensorFlow's C++ start-up chatter (CUDA probing on CPU machines, CPU feature
+# notes) is noise to a user; --debug turns it back on. Set before any command
+# imports TensorFlow.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
 from bert_cli import __version__, console
-from bert_cli.commands import corpus, demo, not_built, pretrain, tokenize, vocab
+from bert_cli.commands import corpus, demo, inspect, make_data, not_built, pretrain, tokenize, vocab
 from bert_cli.errors import UserError
 from data.errors import DataError
 from models.errors import ModelError
@@ -99,12 +104,17 @@ def root(
     ] = False,
 ) -> None:
     """BERT end to end: vocabulary, pre-training data, pre-training, fine-tuning, export."""
+    if debug:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
 
 
 app.command("corpus")(corpus.corpus_command)
 app.command("vocab")(vocab.vocab_command)
 app.command("tokenize")(tokenize.tokenize_command)
-app.command("make-data")(not_built.make_data_command)
+app.command("make-data")(make_data.make_data_command)
+inspect_app = typer.Typer(name="inspect", help="Look inside what the commands make: records.", no_args_is_help=True)
+inspect_app.command("records")(inspect.records_command)
+app.add_typer(inspect_app)
 app.command("pretrain")(pretrain.pretrain_command)
 finetune = typer.Typer(
     name="finetune",

@@ -158,44 +158,20 @@ class RecordsInfo:
 
 
 def inspect_records(patterns, option: str = "INPUT") -> RecordsInfo:
-    """Finds the record files and reads their shapes from the manifest or the first record.
+    """Finds the record files and reads their shapes from their first records.
 
     Every file's first record is read, so a file that is not a TFRecord file is
     named now rather than failing hours into a run.
     """
     import tensorflow as tf
 
-    # tf.io.gfile, so record files may also live on Cloud Storage (gs://...).
-    gfile = tf.io.gfile
-    files: list[str] = []
-    for pattern in patterns:
-        pattern = str(pattern)
-        if gfile.isdir(pattern):
-            matches = sorted(
-                m for m in gfile.glob(pattern.rstrip("/") + "/*.tfrecord*") if not Path(m).name.startswith(".")
-            )
-        elif any(c in pattern for c in "*?["):
-            matches = sorted(m for m in gfile.glob(pattern) if not gfile.isdir(m))
-        elif gfile.exists(pattern):
-            matches = [pattern]
-        else:
-            raise UserError(f"{option} {pattern}: no such file or directory")
-        if not matches:
-            raise UserError(f"{option} {pattern}: matches no record files")
-        files.extend(m for m in matches if m not in files)
+    from data.records import compression_of, find_record_files
 
-    manifest = None
-    for directory in sorted({f.rsplit("/", 1)[0] if "/" in f else "." for f in files}):
-        candidate = f"{directory}/manifest.json"
-        if gfile.exists(candidate):
-            try:
-                with gfile.GFile(candidate, "r") as handle:
-                    manifest = json.loads(handle.read())
-            except json.JSONDecodeError as error:
-                raise UserError(f"{candidate}: invalid JSON ({error.msg})") from None
-            break
-
-    from data.pretraining_input import compression_of
+    if not any("://" in str(p) for p in patterns):
+        local, manifest = find_record_files(patterns)
+        files = [str(f) for f in local]
+    else:
+        files, manifest = _remote_record_files(patterns, option)
 
     shapes = set()
     has_nsp = set()
@@ -225,6 +201,32 @@ def inspect_records(patterns, option: str = "INPUT") -> RecordsInfo:
         raise UserError(f"{option}: record files disagree on (max_seq_length, max_predictions): {sorted(shapes)}")
     (seq_length, predictions), = shapes
     return RecordsInfo(files, seq_length, predictions, all(has_nsp), manifest)
+
+
+def _remote_record_files(patterns, option: str) -> tuple[list[str], dict | None]:
+    """Record files on Cloud Storage and other tf.io.gfile file systems (gs://...)."""
+    import tensorflow as tf
+
+    gfile = tf.io.gfile
+    files: list[str] = []
+    for pattern in map(str, patterns):
+        if gfile.isdir(pattern):
+            matches = sorted(m for m in gfile.glob(pattern.rstrip("/") + "/*.tfrecord*") if "/." not in m)
+        elif any(c in pattern for c in "*?["):
+            matches = sorted(m for m in gfile.glob(pattern) if not gfile.isdir(m))
+        elif gfile.exists(pattern):
+            matches = [pattern]
+        else:
+            raise UserError(f"{option} {pattern}: no such file or directory")
+        if not matches:
+            raise UserError(f"{option} {pattern}: matches no record files")
+        files.extend(m for m in matches if m not in files)
+    manifest = None
+    candidate = files[0].rsplit("/", 1)[0] + "/manifest.json"
+    if gfile.exists(candidate):
+        with gfile.GFile(candidate, "r") as handle:
+            manifest = json.loads(handle.read())
+    return files, manifest
 
 
 def resolve_config(model: str, vocab_size: int):
@@ -402,7 +404,7 @@ def run_pretraining(options: PretrainOptions) -> PretrainResult:
 
     init = None
     if options.init_checkpoint is not None:
-        init = _initializer(options.init_checkpoint, config)
+        init = _initializer(options.init_checkpoint, config, manifest.get("lowercase"))
 
     import keras
 
@@ -496,17 +498,23 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
-def _initializer(path: Path, config):
+def _initializer(path: Path, config, lowercase: bool | None = None):
     """Loads another pre-trained model's encoder weights (domain adaptation, phase two at length 512).
 
-    From a pre-training directory the MLM and NSP heads come along too, so
-    pre-training continues where that run stopped, with a fresh optimizer.
+    From a pre-training directory (or an original checkpoint with its ``cls/``
+    heads) the MLM and NSP heads come along too, so pre-training continues where
+    that run stopped, with a fresh optimizer. ``lowercase`` is the records'
+    casing; a model trained with the other casing is refused.
     """
     from bert_cli.model_dir import read_model_dir
 
     source = read_model_dir(path, "--init-checkpoint")
     if source.config != config:
         raise UserError(f"--init-checkpoint {path}: its bert_config.json differs from --model's config")
+    if lowercase is not None and source.lowercase is not None and lowercase != source.lowercase:
+        cases = {True: "uncased (lower-cased)", False: "cased"}
+        raise UserError(f"--init-checkpoint {path}: was trained {cases[source.lowercase]} but the records were made "
+                        f"{cases[lowercase]}; make the records with the model's casing")
     whole = source.kind == "pretraining" and source.model_weights.is_file()
 
     def init(model) -> None:

@@ -27,29 +27,9 @@ from typing import Sequence
 import tensorflow as tf
 
 from data.errors import DataError
+from data.records import compression_of, feature_spec
 
 # Shape legend: B = batch, T = max sequence length, P = max predictions.
-
-
-def feature_spec(max_seq_length: int, max_predictions: int, next_sentence: bool = True) -> dict:
-    """The original release's feature spec for ``tf.io.parse_example``."""
-    spec = {
-        "input_ids": tf.io.FixedLenFeature([max_seq_length], tf.int64),
-        "input_mask": tf.io.FixedLenFeature([max_seq_length], tf.int64),
-        "segment_ids": tf.io.FixedLenFeature([max_seq_length], tf.int64),
-        "masked_lm_positions": tf.io.FixedLenFeature([max_predictions], tf.int64),
-        "masked_lm_ids": tf.io.FixedLenFeature([max_predictions], tf.int64),
-        "masked_lm_weights": tf.io.FixedLenFeature([max_predictions], tf.float32),
-    }
-    if next_sentence:
-        spec["next_sentence_labels"] = tf.io.FixedLenFeature([1], tf.int64)
-    return spec
-
-
-def compression_of(path: str) -> str:
-    """``"GZIP"`` when the file starts with the gzip magic bytes, else ``""``."""
-    with tf.io.gfile.GFile(path, "rb") as handle:
-        return "GZIP" if handle.read(2) == b"\x1f\x8b" else ""
 
 
 @dataclasses.dataclass(frozen=True)

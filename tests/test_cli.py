@@ -15,7 +15,7 @@ def test_version(runner):
 
 @pytest.mark.parametrize(
     "args",
-    [["make-data"], ["export"], ["finetune", "squad"], ["finetune", "classify"], ["finetune", "tag"]],
+    [["export"], ["finetune", "squad"], ["finetune", "classify"], ["finetune", "tag"]],
 )
 def test_unbuilt_commands_say_so_in_one_line(runner, args):
     result = runner.invoke(app, args)

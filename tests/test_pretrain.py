@@ -157,7 +157,7 @@ def test_empty_glob_and_corrupt_file(runner, corpus, tmp_path):
     directory, config = corpus
     result = runner.invoke(app, ["pretrain", str(tmp_path / "nothing-*.tfrecord"), "-o", str(tmp_path / "m"),
                                  "--vocab", str(directory / "vocab.txt"), "--model", str(config)])
-    assert result.exit_code == 2 and "matches no record files" in result.stderr
+    assert result.exit_code == 2 and "no file matches this pattern" in result.stderr
     broken = tmp_path / "broken.tfrecord"
     broken.write_bytes(b"this is not a record file at all" * 10)
     result = runner.invoke(app, ["pretrain", str(broken), "-o", str(tmp_path / "m"),

@@ -20,11 +20,6 @@ def _not_built(command: str, issue: int) -> None:
 _ARGS = typer.Argument(None, help="Arguments (not used yet).")
 
 
-def make_data_command(args: Optional[List[str]] = _ARGS) -> None:
-    """Turn a corpus into masked-LM / next-sentence TFRecords (not built yet)."""
-    _not_built("make-data", 3)
-
-
 def finetune_squad_command(args: Optional[List[str]] = _ARGS) -> None:
     """Fine-tune on SQuAD v1.1 / v2.0 span prediction (not built yet)."""
     _not_built("finetune squad", 5)

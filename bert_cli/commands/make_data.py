@@ -1,0 +1,219 @@
+"""``bert make-data``: masked-LM / next-sentence pre-training TFRecords from text."""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import os
+from pathlib import Path
+from typing import Annotated, Iterator, List, Optional
+
+import typer
+
+from bert_cli import console
+
+
+class InputFormat(str, enum.Enum):
+    lines = "lines"
+    paragraphs = "paragraphs"
+
+
+class Compression(str, enum.Enum):
+    none = "none"
+    gzip = "gzip"
+
+
+def default_workers() -> int:
+    """One CPU is left to the main process, which reads, tokenizes and writes (on 2 CPUs,
+    2 workers measured slower than 1: benchmarks/make_data.py)."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def make_data_command(
+    inputs: Annotated[
+        List[str],
+        typer.Argument(
+            help="Text files or glob patterns (plain or .gz, UTF-8): one sentence per line, a blank line "
+            "between documents (or paragraphs, with --input-format paragraphs)."
+        ),
+    ],
+    vocab: Annotated[Path, typer.Option(help="The vocab.txt to tokenize with (its manifest gives the casing).")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Directory for the part-*.tfrecord shards and manifest.json.")
+    ],
+    max_seq_length: Annotated[int, typer.Option(help="Tokens per example, [CLS] and [SEP] included.")] = 128,
+    max_predictions_per_seq: Annotated[
+        int, typer.Option(help="Most masked positions per example (the original: 20 for 128, 80 for 512).")
+    ] = 20,
+    masked_lm_prob: Annotated[float, typer.Option(help="Share of tokens to predict.")] = 0.15,
+    short_seq_prob: Annotated[
+        float, typer.Option(help="Share of documents cut to a shorter random target length.")
+    ] = 0.1,
+    dupe_factor: Annotated[int, typer.Option(help="Passes over the corpus, each with new masks.")] = 10,
+    seed: Annotated[int, typer.Option(help="Random seed; same seed and inputs give byte-identical output.")] = 12345,
+    whole_word_mask: Annotated[
+        bool, typer.Option("--whole-word-mask", help="Mask all pieces of a word together.")
+    ] = False,
+    nsp: Annotated[
+        bool,
+        typer.Option(
+            "--nsp/--no-nsp",
+            help="Sentence pairs with next-sentence labels, or single segments without them (RoBERTa style).",
+        ),
+    ] = True,
+    lowercase: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--lowercase/--cased", help="Casing; default: the vocabulary's manifest, else guessed from its tokens."
+        ),
+    ] = None,
+    input_format: Annotated[
+        InputFormat, typer.Option(help="lines: one sentence per line; paragraphs: free text, split into sentences.")
+    ] = InputFormat.lines,
+    num_shards: Annotated[int, typer.Option(help="Output files; examples are dealt over them round-robin.")] = 1,
+    compression: Annotated[Compression, typer.Option(help="Compress the shards.")] = Compression.none,
+    workers: Annotated[
+        Optional[int],
+        typer.Option(help="Processes making examples (0: none, all in this one). Default: CPUs minus one."),
+    ] = None,
+    chunk_size_mb: Annotated[
+        float,
+        typer.Option(
+            help="Text per chunk, the unit of shuffling and of random next sentences (like one shard of the "
+            "original's input). Changes the output."
+        ),
+    ] = 1.0,
+    overwrite: Annotated[bool, typer.Option(help="Replace a different dataset already in --output.")] = False,
+) -> None:
+    """Turn a corpus into masked-LM / next-sentence TFRecords, as the original create_pretraining_data.py.
+
+    Same algorithm, defaults and record format as google-research/bert, streamed: the corpus is
+    processed in chunks of about --chunk-size-mb of text, each like one run of the original on one
+    shard (random next sentences come from the same chunk). Output is byte-identical for any
+    --workers. Writes part-0000i-of-0000N.tfrecord[.gz] and manifest.json (written last).
+    """
+    from data.pretraining_data import PretrainingDataOptions, create_pretraining_data
+
+    options = PretrainingDataOptions(
+        max_seq_length=max_seq_length,
+        max_predictions_per_seq=max_predictions_per_seq,
+        masked_lm_prob=masked_lm_prob,
+        short_seq_prob=short_seq_prob,
+        dupe_factor=dupe_factor,
+        seed=seed,
+        whole_word_mask=whole_word_mask,
+        next_sentence_prediction=nsp,
+        input_format=input_format.value,
+        chunk_size_mb=chunk_size_mb,
+    )
+    with _progress() as display:
+        report = create_pretraining_data(
+            inputs,
+            vocab,
+            output,
+            options,
+            lowercase=lowercase,
+            num_shards=num_shards,
+            compression=compression.value,
+            workers=default_workers() if workers is None else workers,
+            overwrite=overwrite,
+            on_total=display.set_total,
+            on_bytes=display.advance,
+            on_progress=display.update,
+        )
+    render(report)
+
+
+class _Display:
+    """The bar over bytes read (with MB/s), and documents/s and instances/s beside it."""
+
+    def __init__(self, progress, task) -> None:
+        self._progress = progress
+        self._task = task
+
+    def set_total(self, total: int) -> None:
+        self._progress.update(self._task, total=total or None)
+
+    def advance(self, n: int) -> None:
+        self._progress.advance(self._task, n)
+
+    def update(self, totals) -> None:
+        seconds = max(totals.seconds, 1e-9)
+        self._progress.update(
+            self._task,
+            rates=f"{totals.documents:,} docs ({totals.documents / seconds:,.0f}/s)  "
+            f"{totals.instances:,} instances ({totals.instances / seconds:,.0f}/s)",
+        )
+
+
+@contextlib.contextmanager
+def _progress() -> Iterator[_Display]:
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TransferSpeedColumn,
+    )
+
+    progress = Progress(
+        TextColumn("making data"),
+        BarColumn(),
+        TaskProgressColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TextColumn("[cyan]{task.fields[rates]}"),
+        TimeElapsedColumn(),
+        console=console.stderr,
+        transient=True,  # the result table follows; an error stays one line
+    )
+    with progress:
+        yield _Display(progress, progress.add_task("making data", total=None, rates=""))
+
+
+def render(report) -> None:
+    """The result table: what was written and the statistics of the examples."""
+    from rich.table import Table
+
+    for warning in report.warnings:
+        console.warning(warning)
+    options, stats = report.options, report.stats
+    instances = max(stats.instances, 1)
+    masked = max(stats.masked, 1)
+    table = Table(title=f"pre-training data: {report.output}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row(
+        "input",
+        f"{report.files} file(s), {report.input_bytes / 1e6:,.2f} MB, {report.documents:,} documents, "
+        f"{report.sentences:,} sentences, {report.tokens:,} tokens, {report.chunks:,} chunk(s)",
+    )
+    table.add_row(
+        "examples",
+        f"{stats.instances:,} ({options.dupe_factor} passes), max_seq_length {options.max_seq_length}, "
+        f"max_predictions_per_seq {options.max_predictions_per_seq}",
+    )
+    table.add_row("masked share", f"{stats.masked / max(stats.real_tokens, 1):.2%} of real tokens "
+                  f"({stats.masked / instances:.1f} per example{', whole words' if options.whole_word_mask else ''})")
+    table.add_row(
+        "masked as",
+        f"[MASK] {stats.as_mask_token / masked:.1%} · same {stats.kept / masked:.1%} · "
+        f"random {stats.random_token / masked:.1%}",
+    )
+    if options.next_sentence_prediction:
+        table.add_row("next sentence", f"random {stats.random_next / instances:.1%} · actual "
+                      f"{1 - stats.random_next / instances:.1%}")
+    else:
+        table.add_row("next sentence", "none (--no-nsp: single segments, no next_sentence_labels)")
+    table.add_row("mean real length", f"{stats.real_tokens / instances:.1f} tokens")
+    table.add_row("padding share", f"{report.padding_share:.1%}")
+    table.add_row("casing", "uncased" if report.lowercase else "cased")
+    shards = ", ".join(f"{count:,}" for count in report.shard_counts[:8])
+    if len(report.shard_counts) > 8:
+        shards += ", ..."
+    table.add_row("shards", f"{len(report.shards)} file(s) like {report.shards[0].name}: {shards} examples")
+    table.add_row("time", f"{report.seconds:.1f} s ({stats.instances / max(report.seconds, 1e-9):,.0f} examples/s)")
+    table.add_row("manifest", str(report.manifest))
+    console.stdout.print(table)
