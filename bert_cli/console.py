@@ -102,3 +102,27 @@ def count_progress(description: str, total: int | None, unit: str = "items") -> 
                 progress.update(task, rate=f"{speed:,.0f} {unit}/s")
 
         yield advance
+
+
+def load_tensorflow() -> None:
+    """Imports TensorFlow with its C++ start-up lines (CUDA probing, absl notices) kept off the terminal.
+
+    Those lines are written by native code before any Python setting can stop
+    them, so standard error is pointed at /dev/null for the import alone.
+    ``--debug`` (BERT_DEBUG=1) or TF_CPP_MIN_LOG_LEVEL below 3 lets them through.
+    """
+    import os
+    import sys
+
+    if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3") != "3":
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

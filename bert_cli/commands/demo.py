@@ -16,6 +16,7 @@ def demo_command(
     vocab_size: Annotated[int, typer.Option(help="Vocabulary size to learn.")] = 8000,
 ) -> None:
     """Run the pipeline on the built-in corpus (corpus, vocabulary; more steps as they are built)."""
+    console.load_tensorflow()
     from rich.table import Table
 
     from bert_cli.demo import run_demo

@@ -27,6 +27,7 @@ def records_command(
     sample: Annotated[int, typer.Option(help="Records read (from the start) for the statistics.")] = 2000,
 ) -> None:
     """Print decoded examples (masks highlighted) and statistics of a sample of records."""
+    console.load_tensorflow()
     from data.records import find_record_files, read_examples, record_statistics
     from data.tokenization import Vocabulary
 

@@ -92,6 +92,7 @@ def make_data_command(
     shard (random next sentences come from the same chunk). Output is byte-identical for any
     --workers. Writes part-0000i-of-0000N.tfrecord[.gz] and manifest.json (written last).
     """
+    console.load_tensorflow()
     from data.pretraining_data import PretrainingDataOptions, create_pretraining_data
 
     options = PretrainingDataOptions(

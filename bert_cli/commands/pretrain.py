@@ -41,11 +41,12 @@ def pretrain_command(
     eval_input: Annotated[Optional[List[str]], typer.Option(help="Held-out records to evaluate on.", rich_help_panel=_RUN)] = None,
     eval_every: Annotated[int, typer.Option(help="Evaluate every N steps (default: at the end).", rich_help_panel=_RUN)] = 0,
     eval_batches: Annotated[int, typer.Option(help="Batches of held-out records per evaluation.", rich_help_panel=_RUN)] = 100,
-    init_checkpoint: Annotated[Optional[Path], typer.Option(help="Start from this model directory's weights with a fresh optimizer.")] = None,
+    init_checkpoint: Annotated[Optional[Path], typer.Option(help="Start from these weights with a fresh optimizer: a model directory, an original BERT checkpoint directory or a keras-hub preset.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (initialisation, shuffling, masking).")] = 12345,
     overwrite: Annotated[bool, typer.Option(help="Start over in an --output that holds another run.")] = False,
 ) -> None:
     """Pre-train with masked LM + next-sentence prediction; rerun the same command to resume."""
+    console.load_tensorflow()
     from bert_cli.display import results_table
     from bert_cli.pretraining import PretrainOptions, run_pretraining
 

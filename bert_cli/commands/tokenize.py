@@ -46,6 +46,7 @@ def tokenize_command(
     """
     if not vocab.is_file():  # before TensorFlow loads, so the mistake is reported at once
         raise DataError(f"--vocab {vocab}: no such file" if not vocab.exists() else f"--vocab {vocab}: not a file")
+    console.load_tensorflow()
     from data.textio import iter_lines
     from data.tokenization import Tokenizer, Vocabulary, resolve_lowercase
 

@@ -24,6 +24,7 @@ def vocab_command(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing vocabulary at --output.")] = False,
 ) -> None:
     """Learn a WordPiece vocabulary of exactly --vocab-size entries."""
+    console.load_tensorflow()
     from data.vocab import build_vocabulary
 
     if output.exists() and not overwrite:
