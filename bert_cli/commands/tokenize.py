@@ -45,7 +45,7 @@ def tokenize_command(
     Prints one line per input line: the pieces (or ids with --ids) separated by spaces.
     """
     if not vocab.is_file():  # before TensorFlow loads, so the mistake is reported at once
-        raise DataError(f"--vocab {vocab}: no such file" if not vocab.exists() else f"--vocab {vocab}: not a file")
+        raise DataError(f"--vocab {vocab}: no such vocabulary file" if not vocab.exists() else f"--vocab {vocab}: not a file")
     console.load_tensorflow()
     from data.textio import iter_lines
     from data.tokenization import Tokenizer, Vocabulary, resolve_lowercase
