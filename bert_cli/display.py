@@ -19,10 +19,21 @@ _FORMATS = {
     "nsp_loss": ("NSP loss", "{:.4f}"),
     "nsp_accuracy": ("NSP acc", "{:.2%}"),
     "accuracy": ("acc", "{:.2%}"),
+    "macro_f1": ("macro F1", "{:.2%}"),
+    "f1": ("F1", "{:.2%}"),
+    "precision": ("P", "{:.2%}"),
+    "recall": ("R", "{:.2%}"),
+    "mcc": ("MCC", "{:.4f}"),
+    "pearson": ("Pearson", "{:.4f}"),
+    "spearman": ("Spearman", "{:.4f}"),
     "examples_per_second": ("ex/s", "{:,.1f}"),
     "tokens_per_second": ("tok/s", "{:,.0f}"),
     "learning_rate": ("lr", "{:.2e}"),
 }
+
+
+# Held-out scores (higher is better) that plot_curves draws beside the accuracies.
+_SCORES = ("accuracy", "macro_f1", "f1", "precision", "recall", "mcc", "pearson", "spearman")
 
 
 def format_metrics(metrics: dict, keys: tuple[str, ...] | None = None) -> str:
@@ -99,11 +110,14 @@ def plot_curves(history: list[dict], evaluations: list[dict], path: Path, title:
     steps = [h["step"] for h in history]
     loss_keys = [k for k in ("loss", "mlm_loss", "nsp_loss") if k in history[0]]
     accuracy_keys = [k for k in history[0] if k.endswith("accuracy")]
+    # Held-out scores that training does not compute (F1, correlations) are plotted too.
+    accuracy_keys += [k for k in (evaluations[0] if evaluations else {}) if k in _SCORES and k not in accuracy_keys]
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for key in loss_keys:
         left.plot(steps, [h[key] for h in history], label=f"train {_FORMATS.get(key, (key,))[0]}")
     for key in accuracy_keys:
-        right.plot(steps, [h[key] for h in history], label=f"train {_FORMATS.get(key, (key,))[0]}")
+        if key in history[0]:
+            right.plot(steps, [h[key] for h in history], label=f"train {_FORMATS.get(key, (key,))[0]}")
     if evaluations:
         eval_steps = [e["step"] for e in evaluations]
         for key in loss_keys:
@@ -113,7 +127,7 @@ def plot_curves(history: list[dict], evaluations: list[dict], path: Path, title:
             if key in evaluations[0]:
                 right.plot(eval_steps, [e[key] for e in evaluations], "o--", label=f"eval {_FORMATS.get(key, (key,))[0]}")
     left.set_title("loss")
-    right.set_title("accuracy")
+    right.set_title("accuracy" if all(k.endswith("accuracy") for k in accuracy_keys) else "scores")
     for axis in (left, right):
         axis.set_xlabel("step")
         axis.grid(alpha=0.3)

@@ -20,7 +20,7 @@ from typer.core import TyperGroup
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from bert_cli import __version__, console
-from bert_cli.commands import corpus, demo, inspect, make_data, not_built, pretrain, tokenize, vocab
+from bert_cli.commands import corpus, demo, finetune as finetune_commands, inspect, make_data, not_built, pretrain, tokenize, vocab
 from bert_cli.errors import UserError
 from data.errors import DataError
 from models.errors import ModelError
@@ -122,8 +122,8 @@ finetune = typer.Typer(
     no_args_is_help=True,
 )
 finetune.command("squad")(not_built.finetune_squad_command)
-finetune.command("classify")(not_built.finetune_classify_command)
-finetune.command("tag")(not_built.finetune_tag_command)
+finetune.command("classify")(finetune_commands.classify_command)
+finetune.command("tag")(finetune_commands.tag_command)
 app.add_typer(finetune)
 app.command("export")(not_built.export_command)
 app.command("demo")(demo.demo_command)

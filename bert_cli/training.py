@@ -54,6 +54,10 @@ class Task(Protocol):
     def summarize(self, totals: dict[str, float]) -> dict[str, float]:
         """Metrics from summed quantities; ``totals["batches"]`` counts (micro-)batches summed."""
 
+    # Optional: ``evaluate(model) -> dict | None``. A task whose held-out metrics
+    # are not sums over batches (F1, correlations, SQuAD's EM) defines it and
+    # evaluates itself; the loop then ignores ``eval_dataset``.
+
 
 @dataclasses.dataclass(frozen=True)
 class LoopOptions:
@@ -79,6 +83,7 @@ class LoopResult:
     evaluations: list[dict]
     seconds: float
     resumed_from: str | None
+    stopped_early: bool = False
 
 
 def _worker_checkpoint_dir(directory: Path, distribution: Distribution) -> Path:
@@ -107,7 +112,8 @@ def run_loop(
         checkpoint_dir: Where checkpoints are written and looked for.
         on_log: Called with ``(step, metrics)`` every ``log_every`` steps (metrics of that window,
             plus ``examples_per_second`` and ``seconds``).
-        on_eval: Called with ``(step, metrics)`` after each evaluation.
+        on_eval: Called with ``(step, metrics)`` after each evaluation; returning True stops
+            training there (early stopping).
         on_resume: Called with ``(checkpoint_path, step)`` when resuming.
         init: Called with the model before the first step of a fresh run (e.g. to load initial weights).
     """
@@ -194,6 +200,8 @@ def run_loop(
         return {key: strategy.reduce(tf.distribute.ReduceOp.SUM, values[key], axis=None) for key in values}
 
     def evaluate() -> dict | None:
+        if hasattr(task, "evaluate"):
+            return task.evaluate(model)
         dataset = strategy.distribute_datasets_from_function(task.eval_dataset) if _has_eval(task) else None
         if dataset is None:
             return None
@@ -209,6 +217,7 @@ def run_loop(
     evaluations: list[dict] = []
     started = time.perf_counter()
     step = start_step
+    stopped_early = False
     # Every boundary the loop must stop at: logs, saves, evaluations, the end.
     window: dict[str, float] = {}
     window_started = time.perf_counter()
@@ -243,8 +252,9 @@ def run_loop(
             if result is not None:
                 result["step"] = step
                 evaluations.append(result)
-                if on_eval:
-                    on_eval(step, result)
+                if on_eval and on_eval(step, result):
+                    stopped_early = True
+                    break
     if not distribution.is_chief and own_dir != checkpoint_dir:
         shutil.rmtree(own_dir, ignore_errors=True)
     return LoopResult(
@@ -256,6 +266,7 @@ def run_loop(
         evaluations=evaluations,
         seconds=time.perf_counter() - started,
         resumed_from=resumed_from,
+        stopped_early=stopped_early,
     )
 
 

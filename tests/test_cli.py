@@ -15,7 +15,7 @@ def test_version(runner):
 
 @pytest.mark.parametrize(
     "args",
-    [["export"], ["finetune", "squad"], ["finetune", "classify"], ["finetune", "tag"]],
+    [["export"], ["finetune", "squad"]],
 )
 def test_unbuilt_commands_say_so_in_one_line(runner, args):
     result = runner.invoke(app, args)

@@ -25,16 +25,6 @@ def finetune_squad_command(args: Optional[List[str]] = _ARGS) -> None:
     _not_built("finetune squad", 5)
 
 
-def finetune_classify_command(args: Optional[List[str]] = _ARGS) -> None:
-    """Fine-tune a sentence or sentence-pair classifier (not built yet)."""
-    _not_built("finetune classify", 8)
-
-
-def finetune_tag_command(args: Optional[List[str]] = _ARGS) -> None:
-    """Fine-tune a token tagger (not built yet)."""
-    _not_built("finetune tag", 8)
-
-
 def export_command(args: Optional[List[str]] = _ARGS) -> None:
     """Export a SavedModel that serves raw text (not built yet)."""
     _not_built("export", 6)
