@@ -20,7 +20,7 @@ from typer.core import TyperGroup
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from bert_cli import __version__, console
-from bert_cli.commands import corpus, demo, finetune as finetune_commands, inspect, make_data, not_built, pretrain, tokenize, vocab
+from bert_cli.commands import convert, corpus, demo, finetune as finetune_commands, inspect, make_data, not_built, pretrain, tokenize, vocab
 from bert_cli.errors import UserError
 from data.errors import DataError
 from models.errors import ModelError
@@ -126,6 +126,7 @@ finetune.command("classify")(finetune_commands.classify_command)
 finetune.command("tag")(finetune_commands.tag_command)
 app.add_typer(finetune)
 app.command("export")(not_built.export_command)
+app.command("convert")(convert.convert_command)
 app.command("demo")(demo.demo_command)
 
 

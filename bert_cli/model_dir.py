@@ -12,6 +12,15 @@ A model directory holds:
 
 Keeping the encoder in its own file costs disk space but means fine-tuning,
 export and conversion never need to know how another task's heads are built.
+
+Wherever a model directory is read (``--init``, ``--init-checkpoint``, ``bert
+convert FROM``), two other kinds of directory are accepted too, and
+:func:`source_kind` is the one place that tells them apart:
+
+    original   google-research/bert: bert_model.ckpt.*, bert_config.json, vocab.txt
+               (converted on the fly into a scratch directory, see bert_cli.conversion)
+    preset     keras-hub's BertBackbone.save_to_preset (+ the tokenizer's):
+               config.json, model.weights.h5, assets/tokenizer/vocabulary.txt
 """
 
 from __future__ import annotations
@@ -38,6 +47,9 @@ class ModelDir:
     config: object  # models.config.BertConfig
     vocab_path: Path
     task: dict
+    # Where encoder.weights.h5 / model.weights.h5 are when not in `path`: the
+    # scratch directory an original checkpoint or a preset was converted into.
+    weights_path: Path | None = None
 
     @property
     def lowercase(self) -> bool | None:
@@ -49,11 +61,31 @@ class ModelDir:
 
     @property
     def encoder_weights(self) -> Path:
-        return self.path / ENCODER_WEIGHTS
+        return (self.weights_path or self.path) / ENCODER_WEIGHTS
 
     @property
     def model_weights(self) -> Path:
-        return self.path / MODEL_WEIGHTS
+        return (self.weights_path or self.path) / MODEL_WEIGHTS
+
+
+def source_kind(path: str | Path) -> str | None:
+    """What a directory that should hold a model holds: "model", "original", "preset" or None.
+
+    Decided by file names alone (no TensorFlow): our ``encoder.weights.h5``; a
+    keras-hub preset's ``config.json`` + ``model.weights.h5``; an original
+    checkpoint's ``*.index`` (or a checkpoint prefix such as
+    ``.../model.ckpt-100000`` given directly).
+    """
+    path = Path(path)
+    if path.is_dir():
+        if (path / ENCODER_WEIGHTS).is_file():
+            return "model"
+        if (path / "config.json").is_file() and (path / MODEL_WEIGHTS).is_file():
+            return "preset"
+        if any(path.glob("*.index")):
+            return "original"
+        return None
+    return "original" if Path(f"{path}.index").is_file() else None
 
 
 def read_model_dir(path: str | Path, option: str = "--init") -> ModelDir:
@@ -61,13 +93,19 @@ def read_model_dir(path: str | Path, option: str = "--init") -> ModelDir:
     from models.config import BertConfig
 
     path = Path(path)
+    kind = source_kind(path)
+    if kind in ("original", "preset"):
+        from bert_cli.conversion import open_original, open_preset
+
+        return open_original(path, option) if kind == "original" else open_preset(path, option)
     if not path.is_dir():
         raise UserError(f"{option} {path}: no such model directory")
     missing = [name for name in (CONFIG_FILE, VOCAB_FILE, ENCODER_WEIGHTS) if not (path / name).is_file()]
     if missing:
         raise UserError(
             f"{option} {path}: not a model directory (missing {', '.join(missing)}); "
-            "make one with bert pretrain, bert finetune or bert convert"
+            "make one with bert pretrain, bert finetune or bert convert, or give an original BERT checkpoint "
+            "directory (bert_model.ckpt.*, bert_config.json, vocab.txt) or a keras-hub preset directory"
         )
     config = BertConfig.from_json_file(path / CONFIG_FILE)
     task = {}
@@ -92,7 +130,10 @@ def load_encoder(model_dir: ModelDir, dtype: str | None = None):
 
 
 def write_model_dir(path: Path, config, vocab_path: Path, encoder, model, task: dict) -> None:
-    """Writes (or refreshes) a model directory; the task file last, so it marks a complete one."""
+    """Writes (or refreshes) a model directory; the task file last, so it marks a complete one.
+
+    ``model`` None writes the encoder alone (no ``model.weights.h5``).
+    """
     path.mkdir(parents=True, exist_ok=True)
     config.to_json_file(path / CONFIG_FILE)
     vocab_path = Path(vocab_path)
@@ -103,6 +144,8 @@ def write_model_dir(path: Path, config, vocab_path: Path, encoder, model, task: 
             shutil.copyfile(manifest, path / "vocab.json")
     # Keras writes .weights.h5 in place: write to a temporary name, then rename.
     for weights, target in ((encoder, ENCODER_WEIGHTS), (model, MODEL_WEIGHTS)):
+        if weights is None:
+            continue
         temporary = path / f".{target}.tmp.weights.h5"
         weights.save_weights(str(temporary))
         temporary.replace(path / target)
