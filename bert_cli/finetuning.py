@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from bert_cli.errors import UserError
+from bert_cli.model_dir import RUN_FILE
 
-RUN_FILE = "run.json"
 SUMMARY_FILE = "finetune.json"
 PROGRESS_FILE = "progress.json"
 CURVES_FILE = "training_curves.png"
@@ -245,30 +245,6 @@ def check_output(output: Path, overwrite: bool) -> None:
         )
 
 
-def prepare_output(output: Path, signature: dict, overwrite: bool, prediction_files: tuple[str, ...]) -> None:
-    run_file = output / RUN_FILE
-    if run_file.is_file() and not overwrite:
-        try:
-            previous = json.loads(run_file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            previous = {}
-        if previous != signature:
-            changed = sorted(k for k in signature if previous.get(k) != signature[k])
-            raise UserError(
-                f"--output {output}: holds a run with a different {', '.join(changed) or 'setup'}; "
-                "pass --overwrite to start over or choose another directory"
-            )
-    if overwrite and output.is_dir():
-        for name in _OUTPUT_NAMES + prediction_files:
-            target = output / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    output.mkdir(parents=True, exist_ok=True)
-    run_file.write_text(json.dumps(signature, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
 def _write_json(path: Path, value) -> None:
     from data.textio import atomic_path
 
@@ -429,7 +405,7 @@ def run_finetuning(recipe: Recipe, options: FinetuneOptions) -> FinetuneResult:
     """Fine-tunes ``recipe``'s task: checks everything, trains (or resumes), writes the model directory."""
     from bert_cli import console, strategy as strategies
     from bert_cli.display import plot_curves, training_display
-    from bert_cli.model_dir import write_model_dir
+    from bert_cli.model_dir import prepare_run_output, write_model_dir
     from bert_cli.training import LoopOptions, run_loop
 
     check_options(options)
@@ -488,7 +464,7 @@ def run_finetuning(recipe: Recipe, options: FinetuneOptions) -> FinetuneResult:
         "seed": options.seed,
     }
     if distribution.is_chief:
-        prepare_output(output, signature, options.overwrite, prediction_files)
+        prepare_run_output(output, signature, options.overwrite, _OUTPUT_NAMES + prediction_files)
     checkpoints = output / "checkpoints"
     progress_path = checkpoints / PROGRESS_FILE
     progress = _read_json(progress_path) if (checkpoints / "checkpoint").is_file() else {}

@@ -110,7 +110,6 @@ from pathlib import Path  # noqa: E402
 
 from bert_cli.errors import UserError  # noqa: E402
 
-RUN_FILE = "run.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,32 +260,6 @@ def _run_signature(options: PretrainOptions, config, vocab_sha: str) -> dict:
     }
 
 
-def prepare_output(options: PretrainOptions, signature: dict) -> None:
-    output = options.output
-    run_file = output / RUN_FILE
-    if output.exists() and not output.is_dir():
-        raise UserError(f"--output {output}: exists and is not a directory")
-    if run_file.is_file():
-        previous = json.loads(run_file.read_text(encoding="utf-8"))
-        if previous != signature:
-            if not options.overwrite:
-                changed = sorted(k for k in signature if previous.get(k) != signature[k])
-                raise UserError(
-                    f"--output {output}: holds a run with a different {', '.join(changed)}; "
-                    "pass --overwrite to start over or choose another directory"
-                )
-    if options.overwrite and output.is_dir():
-        for name in ("checkpoints", "logs", "model.weights.h5", "encoder.weights.h5", "task.json", "pretrain.json",
-                     "training_curves.png", RUN_FILE):
-            target = output / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    output.mkdir(parents=True, exist_ok=True)
-    run_file.write_text(json.dumps(signature, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
 @dataclasses.dataclass
 class PretrainResult:
     output: Path
@@ -307,7 +280,7 @@ def run_pretraining(options: PretrainOptions) -> PretrainResult:
     """Runs ``bert pretrain``: checks inputs, trains (or resumes), writes the model directory."""
     from bert_cli import console, strategy as strategies
     from bert_cli.display import plot_curves, training_display
-    from bert_cli.model_dir import write_model_dir
+    from bert_cli.model_dir import prepare_run_output, write_model_dir
     from bert_cli.training import LoopOptions, run_loop
 
     for name in ("batch_size", "train_steps", "accumulation_steps", "steps_per_execution", "log_every",
@@ -362,7 +335,9 @@ def run_pretraining(options: PretrainOptions) -> PretrainResult:
 
     signature = _run_signature(options, config, vocab.sha256)
     if distribution.is_chief:
-        prepare_output(options, signature)
+        prepare_run_output(options.output, signature, options.overwrite, (
+            "checkpoints", "logs", "model.weights.h5", "encoder.weights.h5", "task.json", "pretrain.json",
+            "training_curves.png"))
 
     masking = None
     if options.dynamic_masking:
