@@ -83,26 +83,17 @@ def build_optimizer(
         clip_norm: Global gradient-norm clip, None to disable.
     """
     schedule = WarmupLinearDecay(learning_rate, train_steps, warmup_steps)
-    if name == "adamw":
-        optimizer = keras.optimizers.AdamW(
-            learning_rate=schedule,
-            weight_decay=weight_decay,
-            beta_1=0.9,
-            beta_2=0.999,
-            epsilon=1e-6,
-            global_clipnorm=clip_norm,
-        )
-    elif name == "lamb":
-        optimizer = keras.optimizers.Lamb(
-            learning_rate=schedule,
-            weight_decay=weight_decay,
-            beta_1=0.9,
-            beta_2=0.999,
-            epsilon=1e-6,
-            global_clipnorm=clip_norm,
-        )
-    else:
+    classes = {"adamw": keras.optimizers.AdamW, "lamb": keras.optimizers.Lamb}
+    if name not in classes:
         raise ModelError(f"--optimizer {name!r} is not known; use adamw or lamb")
+    optimizer = classes[name](
+        learning_rate=schedule,
+        weight_decay=weight_decay,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-6,
+        global_clipnorm=clip_norm,
+    )
     optimizer.exclude_from_weight_decay(var_names=list(NO_DECAY_NAMES))
     return optimizer
 
