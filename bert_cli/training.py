@@ -156,7 +156,11 @@ def run_loop(
                 values = task.compute(model, batch, True)
                 loss = values["loss"] / replicas
                 scaled = optimizer.scale_loss(loss)
-            gradients = tape.gradient(scaled, variables)
+            # Embedding gradients arrive as IndexedSlices whose repeated rows are not yet
+            # summed; the global-norm clip would then measure the wrong norm. Dense
+            # gradients make the clip (and so the update) the same as with accumulation.
+            gradients = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
+                         for g in tape.gradient(scaled, variables)]
             totals = {key: tf.cast(values[key], tf.float32) for key in keys}
         else:
             piece = micro_batches(batch)

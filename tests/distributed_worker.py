@@ -25,6 +25,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--accumulation", type=int, default=1)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--predictions", type=int, default=4,
+                        help="masked positions per example; 2 gives every example the same number")
+    parser.add_argument("--epsilon", type=float, default=None,
+                        help="Adam epsilon; a large one makes the update proportional to the gradient")
     args = parser.parse_args()
 
     import tensorflow as tf
@@ -45,7 +50,7 @@ def main() -> None:
     distribution = strategies.resolve(args.strategy)
     per_replica = distribution.per_replica_batch(args.batch_size)
     keras.utils.set_random_seed(7)
-    examples = make_examples(256, seed=5)
+    examples = make_examples(256, predictions=args.predictions, seed=5)
     columns = {key: np.array([e[key] for e in examples]) for key in examples[0]}
 
     def train_input(context):
@@ -55,9 +60,18 @@ def main() -> None:
         return dataset.repeat().batch(per_replica * args.accumulation, drop_remainder=True)
 
     task = PretrainTask(
-        config=BertConfig(**TINY_CONFIG), optimizer="adamw", learning_rate=1e-3,
+        config=BertConfig(**TINY_CONFIG), optimizer="adamw", learning_rate=args.learning_rate,
         train_steps=args.steps, warmup_steps=0, train_input=train_input,
     )
+    if args.epsilon is not None:
+        build = task.build
+
+        def build_with_epsilon():
+            model, optimizer = build()
+            optimizer.epsilon = args.epsilon
+            return model, optimizer
+
+        task.build = build_with_epsilon
     losses = []
     initial = {}
 
