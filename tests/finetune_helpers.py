@@ -15,9 +15,10 @@
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
+
+import pretrain_helpers
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 FILLERS = [f"w{i}" for i in range(30)]
@@ -28,24 +29,16 @@ NAMES = ["Ann", "Bob", "Cid", "Dee", "Eve", "Fay", "Gus", "Hal"]
 SURNAMES = ["Smith", "Jones", "Brown", "Lee"]
 ORGS = ["ACME", "IBM", "NASA", "BBC"]
 VOCAB = SPECIALS + FILLERS + POSITIVE + NEGATIVE + NUMBERS + NAMES + SURNAMES + ORGS + ["##s", ".", ","]
-TINY_CONFIG = {
-    "vocab_size": len(VOCAB), "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-    "intermediate_size": 64, "hidden_act": "gelu", "hidden_dropout_prob": 0.0,
-    "attention_probs_dropout_prob": 0.0, "max_position_embeddings": 64, "type_vocab_size": 2,
-    "initializer_range": 0.02,
-}
+# The pre-training tests' tiny shape, with this vocabulary's size.
+TINY_CONFIG = {**pretrain_helpers.TINY_CONFIG, "vocab_size": len(VOCAB)}
 
 
 def write_vocab(directory: Path) -> Path:
-    path = directory / "vocab.txt"
-    path.write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
-    return path
+    return pretrain_helpers.write_vocab(directory, VOCAB)
 
 
 def write_config(directory: Path, **changes) -> Path:
-    path = directory / "bert_config.json"
-    path.write_text(json.dumps({**TINY_CONFIG, **changes}), encoding="utf-8")
-    return path
+    return pretrain_helpers.write_config(directory, TINY_CONFIG, **changes)
 
 
 def sentiment_rows(count: int, seed: int) -> list[tuple[str, str]]:

@@ -27,15 +27,15 @@ TINY_CONFIG = {
 }
 
 
-def write_vocab(directory: Path) -> Path:
+def write_vocab(directory: Path, tokens: list[str] = VOCAB) -> Path:
     path = directory / "vocab.txt"
-    path.write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
+    path.write_text("\n".join(tokens) + "\n", encoding="utf-8")
     return path
 
 
-def write_config(directory: Path, **changes) -> Path:
+def write_config(directory: Path, base: dict = TINY_CONFIG, **changes) -> Path:
     path = directory / "bert_config.json"
-    path.write_text(json.dumps({**TINY_CONFIG, **changes}), encoding="utf-8")
+    path.write_text(json.dumps({**base, **changes}), encoding="utf-8")
     return path
 
 
