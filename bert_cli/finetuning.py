@@ -32,11 +32,11 @@ from typing import Callable, Protocol
 
 from bert_cli.errors import UserError
 from bert_cli.model_dir import RUN_FILE
+from bert_cli.training import PRECISIONS
 
 SUMMARY_FILE = "finetune.json"
 PROGRESS_FILE = "progress.json"
 CURVES_FILE = "training_curves.png"
-PRECISIONS = ("fp32", "mixed_bfloat16", "mixed_float16")
 # Metrics for which lower is better; every other --metric is maximised.
 LOWER_IS_BETTER = frozenset({"loss"})
 

@@ -292,7 +292,9 @@ def run_pretraining(options: PretrainOptions) -> PretrainResult:
     # The strategy first: multi-worker and TPU set-up must precede other TensorFlow work.
     distribution = strategies.resolve(options.strategy, options.tpu)
     per_replica = distribution.per_replica_batch(options.batch_size)
-    if options.precision not in ("fp32", "mixed_bfloat16", "mixed_float16"):
+    from bert_cli.training import PRECISIONS
+
+    if options.precision not in PRECISIONS:
         raise UserError(f"--precision {options.precision!r}: use fp32, mixed_bfloat16 or mixed_float16")
 
     import tensorflow as tf

@@ -33,6 +33,10 @@ from typing import Callable, Protocol
 from bert_cli.strategy import Distribution
 
 
+# Keras dtype policies a run may train in ("fp32" is Keras' "float32").
+PRECISIONS = ("fp32", "mixed_bfloat16", "mixed_float16")
+
+
 class Task(Protocol):
     """What the loop trains. Implemented by the pre-training and fine-tuning commands."""
 

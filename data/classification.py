@@ -45,7 +45,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from data.errors import DataError
-from data.textio import iter_lines
+from data.textio import existing_file, iter_lines
 
 FORMATS = ("tsv", "csv", "jsonl")
 # Header names recognised without being asked for.
@@ -211,11 +211,7 @@ def read_dataset(
     columns (listing those that exist), rows with the wrong number of fields,
     and missing labels.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory; pass a TSV, CSV or JSONL file")
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
+    path = existing_file(path, "pass a TSV, CSV or JSONL file")
     file_format = detect_format(path, file_format)
     rows = _read_rows(path, file_format)
     if not rows:

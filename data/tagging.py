@@ -42,7 +42,7 @@ import numpy as np
 
 from data.errors import DataError
 from data.metrics import ENTITY_PREFIXES, OUTSIDE, split_tag
-from data.textio import iter_lines
+from data.textio import existing_file, iter_lines
 
 DOCSTART = "-DOCSTART-"
 SCHEMES = ("IOB2", "IOB1", "IOBES", "none")
@@ -95,11 +95,7 @@ def read_conll(
     fields than the first, a column out of range, an empty token or tag, and a
     file without sentences.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory; pass a CoNLL file")
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
+    path = existing_file(path, "pass a CoNLL file")
     sentences: list[Sentence] = []
     words: list[str] = []
     tags: list[str] = []

@@ -43,17 +43,22 @@ def expand_inputs(patterns: Sequence[str | os.PathLike]) -> list[Path]:
             if not matches:
                 raise DataError(f"{text}: no file matches this pattern")
         else:
-            path = Path(text)
-            if path.is_dir():
-                raise DataError(f"{text}: is a directory; pass files or a glob such as '{text}/*.txt'")
-            if not path.exists():
-                raise DataError(f"{text}: no such file")
-            matches = [path]
+            matches = [existing_file(text, f"pass files or a glob such as '{text}/*.txt'")]
         for match in matches:
             if match not in seen:
                 seen.add(match)
                 files.append(match)
     return files
+
+
+def existing_file(path: str | os.PathLike, directory_hint: str) -> Path:
+    """``path`` as a Path, or a DataError when it is missing or a directory (``directory_hint`` says what to pass)."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory; {directory_hint}")
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    return path
 
 
 def total_bytes(files: Sequence[Path]) -> int:
