@@ -5,7 +5,8 @@ As in the BERT paper, fine-tuning adds only dropout and one dense layer
 
 * classification: on the pooled [CLS] output (the tanh pooler), one logit per class;
 * regression (STS-B style): the same with one output, trained with mean squared error;
-* tagging: on every token's output, one logit per tag.
+* tagging: on every token's output, one logit per tag;
+* span prediction (SQuAD): on every token's output, a start and an end logit.
 
 Shape legend: B = batch, T = sequence length, H = hidden size, L = labels.
 Logits are float32 whatever the compute dtype, so losses are computed in float32.
@@ -132,6 +133,34 @@ class BertTagger(keras.Model):
                 "initializer_range": self.initializer_range}
 
 
+class BertSpanPredictor(keras.Model):
+    """Encoder + a dense layer on every token's output: start and end logits (SQuAD).
+
+    As the original ``run_squad.py``: one ``hidden x 2`` dense layer over the
+    sequence output, no dropout before it. Returns float32 logits
+    ``{"start_logits": [B, T], "end_logits": [B, T]}``.
+
+    Example:
+        >>> model = build_span_predictor(BertConfig.from_preset("tiny", vocab_size=100))
+    """
+
+    def __init__(self, backbone, initializer_range: float = 0.02, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+        self.initializer_range = initializer_range
+        self.head = TaskHead(2, 0.0, initializer_range, dtype=backbone.dtype_policy, name="span")
+        # Spans never use the pooled [CLS] output (as the tagger).
+        backbone.get_layer("pooled_dense").trainable = False
+
+    def call(self, inputs, training=False):
+        encoded = self.backbone({name: inputs[name] for name in INPUT_NAMES}, training=training)
+        logits = self.head(encoded["sequence_output"], training=training)  # [B, T, H] -> [B, T, 2]
+        return {"start_logits": logits[..., 0], "end_logits": logits[..., 1]}  # [B, T, 2] -> 2 x [B, T]
+
+    def get_config(self):
+        return {**super().get_config(), "initializer_range": self.initializer_range}
+
+
 def _built(model: keras.Model) -> keras.Model:
     # One tiny forward pass builds every variable, so weights can be loaded and
     # optimizers created before the first real batch.
@@ -151,6 +180,11 @@ def build_tagger(config: BertConfig, num_labels: int, dtype: str | None = None) 
     """A freshly initialised tagger of the config's shape, variables built."""
     return _built(BertTagger(build_encoder(config, dtype=dtype), num_labels, config.hidden_dropout_prob,
                              config.initializer_range))
+
+
+def build_span_predictor(config: BertConfig, dtype: str | None = None) -> BertSpanPredictor:
+    """A freshly initialised SQuAD span predictor of the config's shape, variables built."""
+    return _built(BertSpanPredictor(build_encoder(config, dtype=dtype), config.initializer_range))
 
 
 # ----------------------------------------------------------------------------
@@ -201,4 +235,27 @@ def tagging_losses(logits, labels, weights) -> dict:
         "correct": ops.sum(hits * weights),
         "words": words,
         "examples": ops.cast(ops.shape(logits)[0], "float32"),
+    }
+
+
+def span_losses(start_logits, end_logits, start_positions, end_positions) -> dict:
+    """The original SQuAD loss: mean of the start and end cross-entropies over the sequence.
+
+    ``start_logits``/``end_logits`` [B, T]; positions [B] (0, the [CLS] token, for
+    no answer in this window). Returns ``loss`` (mean over the batch), and sums
+    ``start_correct``, ``end_correct``, ``examples``.
+    """
+    start_positions = ops.cast(ops.reshape(start_positions, (-1,)), "int32")
+    end_positions = ops.cast(ops.reshape(end_positions, (-1,)), "int32")
+    start_loss = keras.losses.sparse_categorical_crossentropy(start_positions, start_logits, from_logits=True)  # [B]
+    end_loss = keras.losses.sparse_categorical_crossentropy(end_positions, end_logits, from_logits=True)  # [B]
+
+    def hits(logits, positions):
+        return ops.sum(ops.cast(ops.equal(ops.cast(ops.argmax(logits, axis=-1), "int32"), positions), "float32"))
+
+    return {
+        "loss": ops.mean((start_loss + end_loss) / 2.0),
+        "start_correct": hits(start_logits, start_positions),
+        "end_correct": hits(end_logits, end_positions),
+        "examples": ops.cast(ops.shape(start_logits)[0], "float32"),
     }
