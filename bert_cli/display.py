@@ -21,6 +21,7 @@ _FORMATS = {
     "accuracy": ("acc", "{:.2%}"),
     "macro_f1": ("macro F1", "{:.2%}"),
     "f1": ("F1", "{:.2%}"),
+    "exact_match": ("EM", "{:.2%}"),
     "precision": ("P", "{:.2%}"),
     "recall": ("R", "{:.2%}"),
     "mcc": ("MCC", "{:.4f}"),
@@ -33,7 +34,7 @@ _FORMATS = {
 
 
 # Held-out scores (higher is better) that plot_curves draws beside the accuracies.
-_SCORES = ("accuracy", "macro_f1", "f1", "precision", "recall", "mcc", "pearson", "spearman")
+_SCORES = ("accuracy", "macro_f1", "f1", "exact_match", "precision", "recall", "mcc", "pearson", "spearman")
 
 
 def format_metrics(metrics: dict, keys: tuple[str, ...] | None = None) -> str:

@@ -65,7 +65,8 @@ class Recipe(Protocol):
         """Held-out metrics ``--metric`` may name (after ``read``); the first is the default."""
 
     def featurize(self, tokenize: Callable, vocab, max_seq_length: int) -> None:
-        """Tokenizes the files read (``tokenize``: texts -> token ids)."""
+        """Tokenizes the files read (``tokenize``: texts -> token ids, the bound ``Tokenizer.encode``;
+        a recipe that needs more of the tokenizer, as SQuAD needs its offsets, uses ``tokenize.__self__``)."""
 
     def arrays(self, split: str) -> dict | None:
         """The model inputs (and labels) of a split, None when there is no such file."""
@@ -234,11 +235,17 @@ _OUTPUT_NAMES = ("checkpoints", "logs", "bert_config.json", "vocab.txt", "vocab.
                  "model.weights.h5", "task.json", SUMMARY_FILE, CURVES_FILE, RUN_FILE)
 
 
+# A folder a recipe may fill before the run starts (SQuAD's features cache, when
+# the data's own folder is read-only): it does not make an output "another run's".
+CACHE_DIR = "cache"
+
+
 def check_output(output: Path, overwrite: bool) -> None:
     """Refuses an output that is a file, or a non-empty directory that no fine-tuning run wrote."""
     if output.exists() and not output.is_dir():
         raise UserError(f"--output {output}: exists and is not a directory")
-    if output.is_dir() and not overwrite and not (output / RUN_FILE).is_file() and any(output.iterdir()):
+    if output.is_dir() and not overwrite and not (output / RUN_FILE).is_file() \
+            and any(path.name != CACHE_DIR for path in output.iterdir()):
         raise UserError(
             f"--output {output}: is not empty and holds no fine-tuning run; choose a new directory "
             "(or pass --overwrite to replace the files a run writes there)"

@@ -578,6 +578,76 @@ class Tokenizer(tf.Module):
         return self._word_pieces(texts)
 
     @tf.function(input_signature=[_TEXTS], autograph=False)
+    def tokenize_with_offsets(self, texts: tf.Tensor) -> tuple[tf.RaggedTensor, tf.RaggedTensor, tf.RaggedTensor]:
+        """``[B]`` strings -> ``(ids, starts, ends)``, each ``[B, (pieces)]`` int64.
+
+        ``ids`` equal :meth:`tokenize`'s. ``starts``/``ends`` are byte offsets
+        into the *original* (un-normalised) text of the basic token each piece
+        belongs to: the word after whitespace, punctuation and CJK splitting
+        ("Broncos" in "Broncos,"). All pieces of one word share its span, so
+        ``text[starts[i]:ends[j]]`` (bytes) for pieces ``i <= j`` is exactly
+        the original text those pieces came from, with its case, accents and
+        inner whitespace (SQuAD answers are cut out of the context this way).
+        Text that normalises to nothing (control characters) gives no pieces.
+        """
+        return self._pieces_with_offsets(texts)
+
+    def _pieces_with_offsets(self, texts: tf.Tensor):
+        # How it works. Normalisation is not length-preserving (deleted control
+        # characters, spaces around CJK, "İ" -> "i̇" -> "i", accents dropped),
+        # so words are found in the normalised text exactly as `tokenize` finds
+        # them (same ids by construction) and their byte spans are mapped back
+        # through a per-character table: normalising each original character
+        # on its own gives the bytes it contributes to the normalised text.
+        # (Lower-casing and NFD are context-free but for the final sigma,
+        # which keeps its byte length, and the reordering of combining marks,
+        # which are dropped when they are reordered in uncased text.)
+        # Shapes: B texts, C characters, W words, P pieces (all of the batch).
+        normalized = normalize(texts, self.lowercase)  # [B]
+        code_points, char_starts = tf.strings.unicode_decode_with_offsets(texts, "UTF-8")  # [B, (C)] x2
+        points = code_points.flat_values  # [C]
+        char_bytes = 1 + tf.cast(points >= 0x80, tf.int64) + tf.cast(points >= 0x800, tf.int64) \
+            + tf.cast(points >= 0x10000, tf.int64)  # [C], UTF-8 length of each character
+        # Each character's share of the normalised text: a printable ASCII character
+        # is one byte (lower-cased or not); the others are normalised one by one.
+        # In every row the shares add up to the normalised row, so one running sum
+        # over the batch gives each character's end in the normalised rows laid end to end.
+        others = tf.where(tf.logical_not((points >= 0x20) & (points <= 0x7E)))  # [K, 1]
+        other_points = tf.gather_nd(points, others)  # [K]
+        other_chars = tf.strings.unicode_encode(
+            tf.RaggedTensor.from_row_lengths(other_points, tf.ones_like(other_points, tf.int64)), "UTF-8")  # [K]
+        other_shares = tf.cast(tf.strings.length(normalize(other_chars, self.lowercase)), tf.int64)  # [K]
+        shares = tf.tensor_scatter_nd_update(tf.ones_like(points, tf.int64), others, other_shares)  # [C]
+        share_ends = tf.cumsum(shares)  # [C]
+        share_begins = share_ends - shares
+        # Where each row's normalised text begins in that concatenation.
+        row_base = tf.gather(tf.concat([share_begins, [tf.reduce_sum(shares)]], 0),
+                             code_points.row_splits[:-1])  # [B]
+
+        punctuation = _patterns().punctuation
+        words, word_begins, word_ends = tf_text.regex_split_with_offsets(
+            normalized, f" |{punctuation}", punctuation)  # [B, (W)] x3, offsets into `normalized`
+        # The original's 200-character rule (see split_words).
+        too_long = tf.strings.length(words.flat_values, unit="UTF8_CHAR") > MAX_CHARS_PER_WORD
+        word_strings = tf.where(too_long, tf.constant(UNK_TOKEN), words.flat_values)  # [W]
+        base = tf.gather(row_base, words.value_rowids())  # [W]
+        # The character holding a word's first byte and the one holding its last:
+        # the first whose normalised share ends after that byte.
+        first_char = tf.searchsorted(share_ends[tf.newaxis], (base + word_begins.flat_values)[tf.newaxis],
+                                     side="right")[0]  # [W]
+        last_char = tf.searchsorted(share_ends[tf.newaxis], (base + word_ends.flat_values - 1)[tf.newaxis],
+                                    side="right")[0]  # [W]
+        starts = tf.gather(char_starts.flat_values, first_char)  # [W]
+        ends = tf.gather(char_starts.flat_values, last_char) + tf.gather(char_bytes, last_char)
+
+        ids = self._wordpiece.tokenize(word_strings)  # [W, (P)]
+        per_word = ids.row_lengths()  # [W]
+        ids = words.with_flat_values(ids).merge_dims(1, 2)  # [B, (P)]
+        return (ids,
+                ids.with_flat_values(tf.repeat(starts, per_word)),
+                ids.with_flat_values(tf.repeat(ends, per_word)))
+
+    @tf.function(input_signature=[_TEXTS], autograph=False)
     def pieces(self, texts: tf.Tensor) -> tf.RaggedTensor:
         """``[B]`` strings -> ``[B, (pieces)]`` word pieces as strings ("un", "##aff")."""
         ids = self._ids(texts)  # [B, (pieces)]

@@ -1,4 +1,4 @@
-"""``bert finetune classify`` and ``bert finetune tag``: thin wrappers around bert_cli.finetuning.
+"""``bert finetune squad``, ``classify`` and ``tag``: thin wrappers around bert_cli.finetuning.
 
 The options every recipe shares are declared once here (``Init``, ``Epochs``...)
 so the commands spell and document them identically.
@@ -47,6 +47,68 @@ def _common(**values):
     from bert_cli.finetuning import FinetuneOptions
 
     return FinetuneOptions(**values)
+
+
+def squad_command(
+    train: Annotated[Path, typer.Argument(help="Training file: SQuAD v1.1 or v2.0 JSON.")],
+    output: Output,
+    dev: Annotated[Optional[Path], typer.Option(help="SQuAD JSON to evaluate on after every epoch (EM/F1 as the official scripts); predictions.json, nbest_predictions.json (and null_odds.json) are written for it.", rich_help_panel=_DATA)] = None,
+    doc_stride: Annotated[int, typer.Option(help="Pieces between the starts of two windows over a long context.", rich_help_panel=_DATA)] = 128,
+    max_query_length: Annotated[int, typer.Option(help="Questions are cut to this many pieces.", rich_help_panel=_DATA)] = 64,
+    n_best_size: Annotated[int, typer.Option(help="Candidate answers kept per question (nbest_predictions.json).", rich_help_panel=_DATA)] = 20,
+    max_answer_length: Annotated[int, typer.Option(help="Longest answer in pieces.", rich_help_panel=_DATA)] = 30,
+    null_score_diff_threshold: Annotated[float, typer.Option(help="v2: answer \"\" when the null score beats the best span by more than this.", rich_help_panel=_DATA)] = 0.0,
+    version_2_with_negative: Annotated[Optional[bool], typer.Option("--version-2-with-negative/--version-1", help="SQuAD 2.0 (unanswerable questions) or v1.1; default: detected from the training file.", rich_help_panel=_DATA, show_default=False)] = None,
+    init: Init = None,
+    model: Model = None,
+    vocab: Vocab = None,
+    lowercase: Lowercase = None,
+    max_seq_length: MaxSeqLength = 384,
+    epochs: Epochs = 2.0,
+    learning_rate: LearningRate = 5e-5,
+    batch_size: BatchSize = 32,
+    warmup_proportion: Warmup = 0.1,
+    weight_decay: WeightDecay = 0.01,
+    accumulation_steps: Accumulation = 1,
+    metric: Metric = None,
+    early_stopping: EarlyStopping = 0,
+    seed: Seed = 12345,
+    precision: Precision = "fp32",
+    jit: Jit = False,
+    strategy: Strategy = "auto",
+    tpu: Tpu = None,
+    log_every: LogEvery = 0,
+    overwrite: Overwrite = False,
+) -> None:
+    """Fine-tune extractive question answering on SQuAD v1.1 / v2.0; rerun the same command to resume."""
+    from bert_cli.finetuning import CACHE_DIR, run_finetuning
+    from bert_cli.squad_recipe import SquadOptions, SquadRecipe
+
+    recipe = SquadRecipe(SquadOptions(
+        train=train, dev=dev, doc_stride=doc_stride, max_query_length=max_query_length, n_best_size=n_best_size,
+        max_answer_length=max_answer_length, null_score_diff_threshold=null_score_diff_threshold,
+        version_2_with_negative=version_2_with_negative, cache_dir=output / CACHE_DIR,
+    ))
+    result = run_finetuning(recipe, _common(
+        output=output, init=init, model=model, vocab=vocab, lowercase=lowercase, max_seq_length=max_seq_length,
+        epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, warmup_proportion=warmup_proportion,
+        weight_decay=weight_decay, accumulation_steps=accumulation_steps, precision=precision, jit=jit,
+        strategy=strategy, tpu=tpu, metric=metric, early_stopping=early_stopping, log_every=log_every, seed=seed,
+        overwrite=overwrite,
+    ))
+    show(result, "", "")
+    details = result.details or {}
+    if "scores" in details:
+        from bert_cli.commands.score import scores_table
+
+        console.stdout.print(scores_table(details["scores"], f"dev scores ({Path(dev).name})"))
+    threshold = details.get("threshold")
+    if threshold:
+        console.stdout.print(
+            f"best dev F1 {threshold['best_f1']:.2f} with --null-score-diff-threshold "
+            f"{threshold['best_f1_threshold']:.4g} (EM {threshold['best_exact']:.2f} with "
+            f"{threshold['best_exact_threshold']:.4g}); this run used {threshold['current']:g}"
+        )
 
 
 def classify_command(
