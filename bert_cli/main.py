@@ -20,7 +20,7 @@ from typer.core import TyperGroup
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from bert_cli import __version__, console
-from bert_cli.commands import convert, corpus, demo, finetune as finetune_commands, inspect, make_data, not_built, pretrain, tokenize, vocab
+from bert_cli.commands import convert, corpus, demo, export, finetune as finetune_commands, inspect, make_data, predict, pretrain, score, tokenize, vocab
 from bert_cli.errors import UserError
 from data.errors import DataError
 from models.errors import ModelError
@@ -121,11 +121,15 @@ finetune = typer.Typer(
     help="Fine-tune a model: squad (span prediction), classify (sentences or pairs), tag (tokens).",
     no_args_is_help=True,
 )
-finetune.command("squad")(not_built.finetune_squad_command)
+finetune.command("squad")(finetune_commands.squad_command)
 finetune.command("classify")(finetune_commands.classify_command)
 finetune.command("tag")(finetune_commands.tag_command)
 app.add_typer(finetune)
-app.command("export")(not_built.export_command)
+score_app = typer.Typer(name="score", help="Score predictions as the official evaluation scripts do: squad.", no_args_is_help=True)
+score_app.command("squad")(score.squad_command)
+app.add_typer(score_app)
+app.command("export")(export.export_command)
+app.command("predict")(predict.predict_command)
 app.command("convert")(convert.convert_command)
 app.command("demo")(demo.demo_command)
 

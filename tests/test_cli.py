@@ -1,7 +1,5 @@
 """The CLI shell: registration, --version, one-line errors and exit status 2."""
 
-import pytest
-
 from bert_cli import __version__
 from bert_cli.main import app
 
@@ -13,22 +11,10 @@ def test_version(runner):
     assert "tensorflow 2.21" in result.stdout
 
 
-@pytest.mark.parametrize(
-    "args",
-    [["export"], ["finetune", "squad"]],
-)
-def test_unbuilt_commands_say_so_in_one_line(runner, args):
-    result = runner.invoke(app, args)
-    assert result.exit_code == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "not built yet" in lines[0]
-    assert "Traceback" not in result.output
-
-
-def test_debug_shows_the_traceback(runner):
-    result = runner.invoke(app, ["--debug", "export"])
+def test_debug_shows_the_traceback(runner, tmp_path):
+    result = runner.invoke(app, ["--debug", "predict", str(tmp_path / "missing"), "text"])
     assert result.exit_code != 0
-    assert result.exception is not None and "not built yet" in str(result.exception)
+    assert result.exception is not None and "no such directory" in str(result.exception)
 
 
 def test_unknown_option_is_a_usage_error(runner):
