@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bert_cli.finetuning import file_sha256
+from bert_cli.finetuning import file_sha256, model_inputs
 
 CLASSIFICATION_SUMS = ("loss", "correct", "examples")
 REGRESSION_SUMS = ("loss", "squared_error", "examples")
@@ -115,15 +115,10 @@ class ClassifyRecipe:
 
         return build_classifier(config, len(self.labels or ()) or 1, self.options.regression, dtype)
 
-    @staticmethod
-    def _inputs(batch) -> dict:
-        return {"token_ids": batch["input_ids"], "segment_ids": batch["segment_ids"],
-                "padding_mask": batch["input_mask"]}
-
     def compute(self, model, batch, training: bool) -> dict:
         from models.heads import classification_losses, regression_losses
 
-        outputs = model(self._inputs(batch), training=training)
+        outputs = model(model_inputs(batch), training=training)
         if self.options.regression:
             return regression_losses(outputs, batch["label"])
         return classification_losses(outputs, batch["label"])
@@ -136,7 +131,7 @@ class ClassifyRecipe:
         return metrics
 
     def outputs(self, model, batch) -> dict:
-        return {"scores": model(self._inputs(batch), training=False)}
+        return {"scores": model(model_inputs(batch), training=False)}
 
     # -- evaluation and predictions -------------------------------------------
 

@@ -108,6 +108,11 @@ class Recipe(Protocol):
         """Rows for the results table: the task and its data."""
 
 
+def model_inputs(batch) -> dict:
+    """The encoder inputs of a featurised batch, under the names the keras-hub backbone takes."""
+    return {"token_ids": batch["input_ids"], "segment_ids": batch["segment_ids"], "padding_mask": batch["input_mask"]}
+
+
 @dataclasses.dataclass(frozen=True)
 class FinetuneOptions:
     """The options every fine-tuning command shares (names as the CLI options)."""

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from bert_cli import console
-from bert_cli.finetuning import file_sha256
+from bert_cli.finetuning import file_sha256, model_inputs
 
 SQUAD_SUMS = ("loss", "start_correct", "end_correct", "examples")
 NBEST_FILE = "nbest_predictions.json"
@@ -143,15 +143,10 @@ class SquadRecipe:
 
         return build_span_predictor(config, dtype)
 
-    @staticmethod
-    def _inputs(batch) -> dict:
-        return {"token_ids": batch["input_ids"], "segment_ids": batch["segment_ids"],
-                "padding_mask": batch["input_mask"]}
-
     def compute(self, model, batch, training: bool) -> dict:
         from models.heads import span_losses
 
-        logits = model(self._inputs(batch), training=training)
+        logits = model(model_inputs(batch), training=training)
         return span_losses(logits["start_logits"], logits["end_logits"], batch["start_positions"],
                            batch["end_positions"])
 
@@ -165,7 +160,7 @@ class SquadRecipe:
         }
 
     def outputs(self, model, batch) -> dict:
-        logits = model(self._inputs(batch), training=False)
+        logits = model(model_inputs(batch), training=False)
         return {"start_logits": logits["start_logits"], "end_logits": logits["end_logits"]}  # [B, T] each
 
     # -- evaluation and predictions -------------------------------------------

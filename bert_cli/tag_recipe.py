@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from bert_cli.finetuning import file_sha256
+from bert_cli.finetuning import file_sha256, model_inputs
 
 TAGGING_SUMS = ("loss", "correct", "words", "examples")
 
@@ -87,15 +87,10 @@ class TagRecipe:
 
         return build_tagger(config, len(self.tags), dtype)
 
-    @staticmethod
-    def _inputs(batch) -> dict:
-        return {"token_ids": batch["input_ids"], "segment_ids": batch["segment_ids"],
-                "padding_mask": batch["input_mask"]}
-
     def compute(self, model, batch, training: bool) -> dict:
         from models.heads import tagging_losses
 
-        return tagging_losses(model(self._inputs(batch), training=training), batch["label"], batch["label_weights"])
+        return tagging_losses(model(model_inputs(batch), training=training), batch["label"], batch["label_weights"])
 
     def summarize(self, totals: dict) -> dict:
         batches = max(totals.get("batches", 0.0), 1.0)
@@ -108,7 +103,7 @@ class TagRecipe:
         import keras
         from keras import ops
 
-        logits = model(self._inputs(batch), training=False)  # [B, T, L]
+        logits = model(model_inputs(batch), training=False)  # [B, T, L]
         per_token = keras.losses.sparse_categorical_crossentropy(batch["label"], logits, from_logits=True)
         return {
             "predicted": ops.cast(ops.argmax(logits, axis=-1), "int32"),  # [B, T]

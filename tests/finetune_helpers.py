@@ -97,3 +97,18 @@ def write_conll(path: Path, sentences, docstart: bool = True) -> Path:
         lines += [f"{word}\t{tag}" for word, tag in sentence] + [""]
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def write_pretrained_dir(work: Path) -> Path:
+    """A model directory as `bert pretrain` leaves it, from ``work``'s config and vocabulary
+    (random weights: what the fine-tuning tests check is the recipe)."""
+    from bert_cli.model_dir import write_model_dir
+    from models.config import BertConfig
+    from models.encoder import build_encoder
+
+    config = BertConfig.from_json_file(work / "bert_config.json")
+    encoder = build_encoder(config)
+    directory = work / "pretrained"
+    write_model_dir(directory, config, work / "vocab.txt", encoder, encoder,
+                    {"task": "pretraining", "lowercase": False, "max_seq_length": 64})
+    return directory

@@ -7,7 +7,8 @@ import pytest
 
 from bert_cli.main import app
 from finetune_helpers import (
-    NUMBERS, pair_rows, sentiment_rows, tagged_sentences, write_config, write_conll, write_tsv, write_vocab,
+    NUMBERS, pair_rows, sentiment_rows, tagged_sentences, write_config, write_conll, write_pretrained_dir, write_tsv,
+    write_vocab,
 )
 
 tf = pytest.importorskip("tensorflow")
@@ -33,17 +34,7 @@ def work(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pretrained(work):
-    """A model directory as `bert pretrain` leaves it (random weights: the recipe is what is tested)."""
-    from bert_cli.model_dir import write_model_dir
-    from models.config import BertConfig
-    from models.encoder import build_encoder
-
-    config = BertConfig.from_json_file(work / "bert_config.json")
-    encoder = build_encoder(config)
-    directory = work / "pretrained"
-    write_model_dir(directory, config, work / "vocab.txt", encoder, encoder,
-                    {"task": "pretraining", "lowercase": False, "max_seq_length": 64})
-    return directory
+    return write_pretrained_dir(work)
 
 
 def _tiny(work, learning_rate="2e-3"):

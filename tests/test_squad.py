@@ -17,6 +17,7 @@ from bert_cli.main import app
 tf = pytest.importorskip("tensorflow")
 
 import pretrain_helpers  # noqa: E402
+from finetune_helpers import write_pretrained_dir  # noqa: E402
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 FILLERS = [f"w{i}" for i in range(150)]
@@ -79,17 +80,7 @@ def work(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pretrained(work):
-    """A model directory as `bert pretrain` leaves it (random weights: the recipe is what is tested)."""
-    from bert_cli.model_dir import write_model_dir
-    from models.config import BertConfig
-    from models.encoder import build_encoder
-
-    config = BertConfig.from_json_file(work / "bert_config.json")
-    encoder = build_encoder(config)
-    directory = work / "pretrained"
-    write_model_dir(directory, config, work / "vocab.txt", encoder, encoder,
-                    {"task": "pretraining", "lowercase": False, "max_seq_length": 64})
-    return directory
+    return write_pretrained_dir(work)
 
 
 def _tiny(work):
