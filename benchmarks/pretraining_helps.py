@@ -161,7 +161,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--squad-epochs", type=float, default=2.0)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--max-train", type=int, default=2000, help="first N training rows/sentences (0: all)")
     parser.add_argument("--squad-max-train", type=int, default=1500, help="first N SQuAD training questions")
     parser.add_argument("--arms", nargs="+", default=["random", "pretrained"], choices=["random", "pretrained"],
