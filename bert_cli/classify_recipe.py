@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from bert_cli.finetuning import file_sha256, model_inputs
+from data.metrics import log_softmax
 
 CLASSIFICATION_SUMS = ("loss", "correct", "examples")
 REGRESSION_SUMS = ("loss", "squared_error", "examples")
@@ -39,11 +40,6 @@ class ClassifyOptions:
     regression: bool = False
     file_format: str | None = None
     header: bool | None = None
-
-
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 class ClassifyRecipe:
@@ -150,7 +146,7 @@ class ClassifyRecipe:
                 "spearman": metrics.spearman(gold, scores),
             }
         predicted = scores.argmax(axis=-1)
-        log_probabilities = _log_softmax(scores.astype(np.float64))
+        log_probabilities = log_softmax(scores.astype(np.float64))
         result = {
             "loss": float(-log_probabilities[np.arange(len(gold)), gold].mean()),
             "accuracy": metrics.accuracy(gold.tolist(), predicted.tolist()),
@@ -186,7 +182,7 @@ class ClassifyRecipe:
                 for example, value in zip(dataset.examples, scores):
                     writer.writerow([example.line, f"{value:.6g}"] + ([example.label] if gold else []))
                 return
-            probabilities = np.exp(_log_softmax(scores.astype(np.float64)))
+            probabilities = np.exp(log_softmax(scores.astype(np.float64)))
             writer.writerow(["line", "prediction"] + (["label"] if gold else []) + self.labels)
             for example, row in zip(dataset.examples, probabilities):
                 writer.writerow([example.line, self.labels[int(row.argmax())]] + ([example.label] if gold else [])

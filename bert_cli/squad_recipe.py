@@ -27,6 +27,7 @@ import numpy as np
 
 from bert_cli import console
 from bert_cli.finetuning import file_sha256, model_inputs
+from data.metrics import log_softmax
 
 SQUAD_SUMS = ("loss", "start_correct", "end_correct", "examples")
 NBEST_FILE = "nbest_predictions.json"
@@ -54,11 +55,6 @@ def _tokenizer_of(tokenize):
     if tokenizer is None or not hasattr(tokenizer, "tokenize_with_offsets"):
         raise TypeError("the SQuAD recipe needs data.tokenization.Tokenizer.encode as its tokenize function")
     return tokenizer
-
-
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 class SquadRecipe:
@@ -187,7 +183,7 @@ class SquadRecipe:
         rows = np.flatnonzero(keep)
         total = 0.0
         for name, target in (("start_logits", "start_positions"), ("end_logits", "end_positions")):
-            log_probabilities = _log_softmax(outputs[name][rows].astype(np.float64))
+            log_probabilities = log_softmax(outputs[name][rows].astype(np.float64))
             total += -log_probabilities[np.arange(len(rows)), features.arrays[target][rows]].mean()
         return float(total / 2)
 

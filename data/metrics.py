@@ -214,3 +214,9 @@ def entity_scores(gold: Iterable[Sequence[str]], predicted: Iterable[Sequence[st
     for kind in sorted(set(gold_counts) | set(predicted_counts)):
         result[kind] = Scores.from_counts(correct[kind], gold_counts[kind], predicted_counts[kind])
     return result
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Log-probabilities over the last axis, computed stably (the max is subtracted first)."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
