@@ -522,19 +522,11 @@ def mask_instances(
     length = b_start + np.where(pair, b_length + 1, 0)  # [N] real tokens
     position = np.arange(T, dtype=np.int32)[None, :]  # [1, T]
 
-    # [CLS] A [SEP] B [SEP], padded: copy the text spans into place in one
-    # gather from the chunk's tokens and one scatter (a "ragged arange").
-    ids = np.full((rows, T), vocab.pad_id, dtype=np.int32)  # [N, T]
-    row_base = np.arange(rows, dtype=np.int64) * T
-    spans = np.concatenate([a_length, b_length])  # [2N]
-    source_start = np.concatenate([a_lo, b_lo])
-    target_start = np.concatenate([row_base + 1, row_base + b_start])
-    step = np.repeat(np.cumsum(spans) - spans, spans)  # [text tokens] start of each one's span
-    within = np.arange(len(step)) - step  # [text tokens] offset inside its span
-    ids.reshape(-1)[np.repeat(target_start, spans) + within] = tokens[np.repeat(source_start, spans) + within]
-    ids[:, 0] = vocab.cls_id
-    ids[np.arange(rows), a_length + 1] = vocab.sep_id
-    ids[np.arange(rows)[pair], (length - 1)[pair]] = vocab.sep_id
+    from data import codec  # compiled (numba); imported here so the module loads without it
+
+    ids = codec.place_segments(  # [N, T] [CLS] A [SEP] B [SEP], padded
+        tokens, np.ascontiguousarray(instances, dtype=np.int64), vocab.pad_id, vocab.cls_id, vocab.sep_id, T
+    )
 
     input_mask = position < length[:, None]  # [N, T]
     segment_ids = (position >= b_start[:, None]) & input_mask  # all 0 for single segments
@@ -677,7 +669,7 @@ def _choose_whole_words(
 @dataclasses.dataclass
 class ChunkResult:
     index: int
-    blob: bytes  # the serialized examples back to back
+    blob: bytes  # the framed TFRecord records back to back
     lengths: np.ndarray  # [instances] bytes of each
     stats: MaskingStats
 
@@ -699,7 +691,7 @@ def process_chunk(chunk: TokenizedChunk, options: PretrainingDataOptions, vocab:
     blobs, lengths, stats = [], [], MaskingStats()
     for start in range(0, len(instances), batch):
         features, batch_stats = mask_instances(chunk.tokens, instances[start : start + batch], options, vocab, masking_rng)
-        blob, sizes = records.encode_examples(features)
+        blob, sizes = records.encode_examples(features, framed=True)
         blobs.append(blob)
         lengths.append(sizes)
         stats.add(batch_stats)
@@ -798,6 +790,19 @@ def _check_output(output: Path, identity: dict, overwrite: bool) -> list[Path]:
     return old_shards
 
 
+@dataclasses.dataclass(frozen=True)
+class _Finished:
+    """A chunk made in the main process, queued with the workers' futures."""
+
+    value: ChunkResult
+
+    def done(self) -> bool:
+        return True
+
+    def result(self) -> ChunkResult:
+        return self.value
+
+
 def _started() -> None:
     """A task that only makes the pool start a worker process."""
 
@@ -808,7 +813,7 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     if context.get_start_method() == "forkserver":
         # Workers fork from a server that has numpy and this module loaded already.
-        context.set_forkserver_preload(["data.pretraining_data"])
+        context.set_forkserver_preload(["data.pretraining_data", "data.codec"])
     return ProcessPoolExecutor(max_workers=workers, mp_context=context)
 
 
@@ -916,10 +921,18 @@ def create_pretraining_data(
                 if pool is None:
                     finish(process_chunk(chunk, options, vocab_ids))
                     continue
-                in_flight.append(pool.submit(process_chunk, chunk, options, vocab_ids))
-                # Results are written in chunk order; at most two chunks per
-                # worker are in flight, which bounds memory.
-                while in_flight and (len(in_flight) >= 2 * workers or in_flight[0].done()):
+                if progress.instances and sum(not item.done() for item in in_flight) >= 2 * workers:
+                    # Every worker is busy with another chunk queued: this
+                    # process makes the chunk itself rather than wait (the
+                    # result is the same whoever makes it). Not before the
+                    # workers' first result: loading the compiled kernels
+                    # here (about a second) only pays on long runs.
+                    in_flight.append(_Finished(process_chunk(chunk, options, vocab_ids)))
+                else:
+                    in_flight.append(pool.submit(process_chunk, chunk, options, vocab_ids))
+                # Results are written in chunk order as they finish; a few
+                # chunks per worker at most are held, which bounds memory.
+                while in_flight and (in_flight[0].done() or len(in_flight) > 2 * workers + 2):
                     finish(in_flight.popleft().result())
             while in_flight:
                 finish(in_flight.popleft().result())

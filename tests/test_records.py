@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import os
 
 import numpy as np
 import pytest
@@ -86,7 +87,7 @@ def _original_spec() -> dict:
 def test_shards_parse_with_the_original_spec(tmp_path, compression):
     features = _features(10)
     with records.ShardWriter(tmp_path, 3, compression) as writer:
-        writer.write_blob(*records.encode_examples(features))
+        writer.write_blob(*records.encode_examples(features, framed=True))
         writer.close()
         shards = writer.publish()
     assert [p.name for p in shards] == [records.shard_name(i, 3, compression) for i in range(3)]
@@ -109,7 +110,7 @@ def test_shards_parse_with_the_original_spec(tmp_path, compression):
 def test_shard_writer_deletes_its_files_on_failure(tmp_path):
     with pytest.raises(RuntimeError):
         with records.ShardWriter(tmp_path, 2) as writer:
-            writer.write_blob(*records.encode_examples(_features(4)))
+            writer.write_blob(*records.encode_examples(_features(4), framed=True))
             raise RuntimeError("disk trouble")
     assert list(tmp_path.iterdir()) == []
 
@@ -159,6 +160,33 @@ def test_not_a_record_file_is_a_data_error(tmp_path):
         records.read_examples([path], limit=10)
 
 
-def test_tensorflow_write_errors_become_os_errors(tmp_path):
-    error = records._os_error(tf.errors.ResourceExhaustedError(None, None, "disk full"), tmp_path / "x")
-    assert error.errno == errno.ENOSPC and error.filename == str(tmp_path / "x")
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+def test_a_full_disk_raises_enospc_and_leaves_no_file(tmp_path, monkeypatch):
+    """Every write goes to /dev/full (ENOSPC); the writer's temporary files are removed."""
+    real_open = open
+    monkeypatch.setattr(records, "open", lambda path, mode: real_open("/dev/full", mode), raising=False)
+    touched = tmp_path / "out"
+    touched.mkdir()
+    with pytest.raises(OSError) as raised:
+        with records.ShardWriter(touched, 2) as writer:
+            for (path, _) in zip(writer.temporary, range(2)):
+                path.touch()  # as if the files had been created
+            writer.write_blob(*records.encode_examples(_features(2000), framed=True))
+            writer.close()
+    assert raised.value.errno == errno.ENOSPC
+    assert list(touched.iterdir()) == []
+
+
+def test_crc32c_matches_the_published_check_value_and_tensorflows_framing(tmp_path):
+    from data import codec
+
+    assert codec.crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value (RFC 3720, B.4)
+    assert codec.crc32c(b"") == 0
+    # Framing equal to TFRecordWriter's, byte for byte, for records of many lengths (slicing-by-8 tails).
+    features = {"x": np.arange(40).reshape(40, 1) * 1000, "y": np.ones((40, 3), np.float32)}
+    blob, lengths = records.encode_examples(features, framed=True)
+    path = tmp_path / "tf.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for record in records.split_blob(*records.encode_examples(features)):
+            writer.write(record)
+    assert path.read_bytes() == blob
