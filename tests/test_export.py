@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import serving_helpers as sh
+from cli_helpers import assert_one_line_error
 from bert_cli.main import app
 
 tf = pytest.importorskip("tensorflow")
@@ -406,22 +407,14 @@ def test_saved_model_cli_lists_the_signatures(exports):
 # ----------------------------------------------------------------------------
 
 
-def _one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
-
 def test_existing_output_is_refused_unless_overwrite(runner, models, exports, tmp_path):
     paths, _ = exports
     before = (paths["classify"] / "saved_model.pb").stat().st_mtime_ns
     result = runner.invoke(app, ["export", str(models["classify"]), str(paths["classify"])])
-    _one_line_error(result, "already exists", "--overwrite")
+    assert_one_line_error(result, "already exists", "--overwrite")
     assert (paths["classify"] / "saved_model.pb").stat().st_mtime_ns == before
     result = runner.invoke(app, ["export", str(models["classify"]), str(models["classify"]), "--overwrite"])
-    _one_line_error(result, "model directory")
+    assert_one_line_error(result, "model directory")
 
 
 def test_missing_vocabulary_and_bad_options_are_one_line_errors(runner, models, tmp_path):
@@ -430,13 +423,13 @@ def test_missing_vocabulary_and_bad_options_are_one_line_errors(runner, models, 
     broken = tmp_path / "broken"
     shutil.copytree(models["classify"], broken)
     (broken / "vocab.txt").unlink()
-    _one_line_error(runner.invoke(app, ["export", str(broken), str(tmp_path / "out")]), "vocab.txt")
-    _one_line_error(runner.invoke(app, ["export", str(tmp_path / "nowhere"), str(tmp_path / "out")]),
+    assert_one_line_error(runner.invoke(app, ["export", str(broken), str(tmp_path / "out")]), "vocab.txt")
+    assert_one_line_error(runner.invoke(app, ["export", str(tmp_path / "nowhere"), str(tmp_path / "out")]),
                     "no such model directory")
-    _one_line_error(runner.invoke(app, ["export", str(models["classify"]), str(tmp_path / "out"),
+    assert_one_line_error(runner.invoke(app, ["export", str(models["classify"]), str(tmp_path / "out"),
                                         "--max-seq-length", "999"]), "max_position_embeddings")
-    _one_line_error(runner.invoke(app, ["export", str(models["classify"]), str(tmp_path / "out"),
+    assert_one_line_error(runner.invoke(app, ["export", str(models["classify"]), str(tmp_path / "out"),
                                         "--batch-polymorphic", "--fixed-batch-size", "2"]), "not both")
     (broken / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n")
-    _one_line_error(runner.invoke(app, ["export", str(broken), str(tmp_path / "out")]), "vocab_size")
+    assert_one_line_error(runner.invoke(app, ["export", str(broken), str(tmp_path / "out")]), "vocab_size")
     assert not (tmp_path / "out").exists()

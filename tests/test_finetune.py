@@ -6,6 +6,7 @@ import shutil
 import pytest
 
 from bert_cli.main import app
+from cli_helpers import assert_one_line_error
 from finetune_helpers import (
     NUMBERS, pair_rows, sentiment_rows, tagged_sentences, write_config, write_conll, write_pretrained_dir, write_tsv,
     write_vocab,
@@ -193,10 +194,7 @@ def test_bad_input_is_one_line_and_exit_2(runner, work, tmp_path, case):
     if "--max-seq-length" not in args:
         args += ["--max-seq-length", "32"]
     result = runner.invoke(app, args + ["--model", str(work / "bert_config.json"), "--vocab", str(work / "vocab.txt")])
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and expected in lines[0], result.stderr
-    assert "Traceback" not in result.output
+    assert_one_line_error(result, expected)
     assert not (output / "task.json").exists()
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from bert_cli.main import app
+from cli_helpers import assert_one_line_error
 from conftest import REPO
 from data import pretraining_data as pd
 from data import records
@@ -321,14 +322,6 @@ def _make(runner, workspace, output, *extra, corpus=None):
     return runner.invoke(app, args)
 
 
-def _one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.output, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
-
 def _shards(directory):
     return sorted(p for p in directory.iterdir() if p.name.startswith("part-"))
 
@@ -451,7 +444,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(runner, workspace, tmp_path, c
         "make-data", str(corpus), "--vocab", str(vocab), "-o", str(output), "--workers", "0",
         "--max-seq-length", "32", "--dupe-factor", "1", *extra,
     ])
-    _one_line_error(result, *fragments)
+    assert_one_line_error(result, *fragments)
     assert not output.exists() or not any(output.iterdir())
 
 
@@ -486,7 +479,7 @@ def test_output_holding_another_dataset_is_refused_unless_overwrite(runner, work
     assert [p.read_bytes() for p in _shards(output)] == first
 
     result = _make(runner, workspace, output, "--workers", "0", "--num-shards", "2", "--seed", "7")
-    _one_line_error(result, "already holds a different dataset", "--overwrite")
+    assert_one_line_error(result, "already holds a different dataset", "--overwrite")
     assert [p.read_bytes() for p in _shards(output)] == first  # untouched
 
     result = _make(runner, workspace, output, "--workers", "0", "--num-shards", "2", "--seed", "7", "--overwrite")
@@ -497,7 +490,7 @@ def test_output_holding_another_dataset_is_refused_unless_overwrite(runner, work
     stray = tmp_path / "stray"
     stray.mkdir()
     (stray / "part-00000-of-00001.tfrecord").write_bytes(b"")
-    _one_line_error(_make(runner, workspace, stray, "--workers", "0"), "no manifest.json", "--overwrite")
+    assert_one_line_error(_make(runner, workspace, stray, "--workers", "0"), "no manifest.json", "--overwrite")
 
 
 def test_disk_full_leaves_no_shard_that_looks_complete(runner, workspace, tmp_path, monkeypatch):
@@ -511,5 +504,5 @@ def test_disk_full_leaves_no_shard_that_looks_complete(runner, workspace, tmp_pa
     monkeypatch.setattr(records.ShardWriter, "write_blob", full)
     output = tmp_path / "out"
     result = _make(runner, workspace, output, "--workers", "0", "--num-shards", "2")
-    _one_line_error(result, "No space left on device", "free some space")
+    assert_one_line_error(result, "No space left on device", "free some space")
     assert list(output.iterdir()) == []  # no shards, no temporaries, no manifest

@@ -5,6 +5,7 @@ import json
 import pytest
 
 import serving_helpers as sh
+from cli_helpers import assert_one_line_error
 from bert_cli import predicting
 from bert_cli.main import app
 from data.errors import DataError
@@ -141,21 +142,13 @@ def test_tagger_from_stdin(runner, models):
     assert [r["tags"] for r in records] == sh.reference_tags(models["tag"], texts, 12)
 
 
-def _one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
-
 def test_bad_targets_and_inputs(runner, models, tmp_path):
-    _one_line_error(runner.invoke(app, ["predict", str(models["pretrained-export"]), "text"]), "feature extractor")
-    _one_line_error(runner.invoke(app, ["predict", str(models["pretrained"]), "text"]), "not fine-tuned")
-    _one_line_error(runner.invoke(app, ["predict", str(tmp_path), "text"]), "neither a model directory")
-    _one_line_error(runner.invoke(app, ["predict", str(models["classify"]), "a", "--input", "x.tsv"]), "not both")
-    _one_line_error(runner.invoke(app, ["predict", str(models["classify"]), "--input", str(tmp_path / "no.tsv")]),
+    assert_one_line_error(runner.invoke(app, ["predict", str(models["pretrained-export"]), "text"]), "feature extractor")
+    assert_one_line_error(runner.invoke(app, ["predict", str(models["pretrained"]), "text"]), "not fine-tuned")
+    assert_one_line_error(runner.invoke(app, ["predict", str(tmp_path), "text"]), "neither a model directory")
+    assert_one_line_error(runner.invoke(app, ["predict", str(models["classify"]), "a", "--input", "x.tsv"]), "not both")
+    assert_one_line_error(runner.invoke(app, ["predict", str(models["classify"]), "--input", str(tmp_path / "no.tsv")]),
                     "no such file")
-    _one_line_error(runner.invoke(app, ["predict", str(models["classify-export"]), "--question", "q",
+    assert_one_line_error(runner.invoke(app, ["predict", str(models["classify-export"]), "--question", "q",
                                         "--context", "c"]), "SQuAD")
-    _one_line_error(runner.invoke(app, ["predict", str(models["classify-export"])], input=""), "no examples")
+    assert_one_line_error(runner.invoke(app, ["predict", str(models["classify-export"])], input=""), "no examples")

@@ -13,6 +13,7 @@ import random
 import pytest
 
 from bert_cli.main import app
+from cli_helpers import assert_one_line_error
 
 tf = pytest.importorskip("tensorflow")
 
@@ -195,10 +196,7 @@ def test_bad_input_is_one_line_and_exit_2(runner, work, tmp_path, case):
         index = len(args) - 1 - args[::-1].index("--doc-stride")
         del args[index:index + 2]
     result = runner.invoke(app, args)
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and expected in lines[0], result.stderr
-    assert "Traceback" not in result.output
+    assert_one_line_error(result, expected)
     assert not (output / "task.json").exists()
 
 
