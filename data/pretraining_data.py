@@ -67,21 +67,27 @@ number of worker processes. Instances are dealt round-robin over the output
 shards in chunk order, so every shard mixes every part of the corpus.
 
 Tokenization runs in the main process (the TensorFlow tokenizer, on batches);
-instance creation, masking (vectorised with numpy over a few hundred
-instances at a time) and serialization (:func:`data.records.encode_examples`)
-run in ``workers`` processes that never import TensorFlow, with a bounded
-number of chunks in flight. Memory therefore stays flat as the corpus grows.
+instance creation and masking (loops compiled with numba, in
+:mod:`data.pretraining_kernels`) and serialization
+(:func:`data.records.encode_examples`) run in ``workers`` processes that
+never import TensorFlow, with a bounded number of chunks in flight. A worker
+leaves a chunk's framed records in a file in a hidden directory of the
+output, laid out shard by shard, and the main process appends them to the
+shards with ``copy_file_range`` (inside the kernel): moving them back through
+the pool's pipe cost the main process, the bottleneck, more than the kernels
+do. Memory therefore stays flat as the corpus grows.
 
 Random numbers: each chunk has a Python ``random.Random`` for instance
 creation, drawn in the original's order (the document shuffle, then per
 document: target length, split points, the NSP coin, random documents and
-starts; ``randint`` is reproduced draw for draw), except that the coins for
-truncation sides are the bits of one ``getrandbits`` per instance instead of
-one ``random()`` per token; and a numpy generator for the final shuffle of
-the instances and for masking (positions, replacement kinds, random tokens),
-drawn per batch. The distributions are the original's; the exact streams,
-and so the bytes, are not (masking draws are interleaved with creation
-there).
+starts; ``randint`` is reproduced draw for draw by the compiled loop, which
+runs the same Mersenne Twister), except that the coins for truncation sides
+are the bits of one ``getrandbits`` per instance instead of one ``random()``
+per token; and a numpy generator for the final shuffle of the instances and,
+through one 64-bit seed per batch of instances, for masking (positions,
+replacement kinds, random tokens: SplitMix64 in the compiled loop). The
+distributions are the original's; the exact streams, and so the bytes, are
+not (masking draws are interleaved with creation there).
 """
 
 from __future__ import annotations
@@ -93,9 +99,11 @@ import math
 import multiprocessing
 import os
 import random
+import re
+import shutil
+import threading
 import time
-from bisect import bisect_left
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -297,6 +305,30 @@ def tokenize_chunk(index: int, documents: Sequence[Sequence[str]], tokenize: Cal
     )
 
 
+def tokenized_chunks(
+    documents: Iterable[list[str]], chunk_chars: int, tokenize: Callable, threads: int = 1
+) -> Iterator[TokenizedChunk]:
+    """The chunks of ``documents`` (:func:`chunk_documents`), tokenized, in order.
+
+    ``threads`` threads tokenize chunks at once while this one reads and cuts
+    the text: the TensorFlow tokenizer releases the GIL while it runs, so
+    they use that many cores (two threads tokenize about 1.9x as fast as one).
+    At most ``threads + 1`` chunks are in the works.
+    """
+    executor = ThreadPoolExecutor(threads, thread_name_prefix="tokenize")
+    pending: collections.deque = collections.deque()
+    try:
+        for index, text in enumerate(chunk_documents(documents, chunk_chars)):
+            pending.append(executor.submit(tokenize_chunk, index, text, tokenize))
+            del text
+            if len(pending) > threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
 def tensorflow_tokenize(tokenizer) -> Callable:
     """Adapts :class:`data.tokenization.Tokenizer` to :func:`tokenize_chunk`'s ``tokenize``."""
     import tensorflow as tf
@@ -328,155 +360,32 @@ def _tokenizer_for(vocab, lowercase: bool) -> Callable:
 # Instances
 # ---------------------------------------------------------------------------
 
-# An instance is five ints: tokens[a_lo:a_hi] is segment A, tokens[b_lo:b_hi]
-# segment B (empty without NSP), and the label (1 = random next). Spans into
-# the chunk's token array keep a chunk's instances small whatever dupe_factor.
-Instance = tuple[int, int, int, int, int]
+# An instance is a row of five ints (a_lo, a_hi, b_lo, b_hi, label):
+# tokens[a_lo:a_hi] is segment A, tokens[b_lo:b_hi] segment B (empty without
+# NSP), and the label (1 = random next). Spans into the chunk's token array
+# keep a chunk's instances small whatever dupe_factor.
 
 
-def create_instances(chunk: TokenizedChunk, options: PretrainingDataOptions, rng: random.Random) -> list[Instance]:
+def create_instances(chunk: TokenizedChunk, options: PretrainingDataOptions, rng: random.Random) -> np.ndarray:
     """All instances of one chunk, in the order made: shuffled documents, ``dupe_factor`` passes.
 
     The original's ``create_training_instances`` up to its final shuffle of
-    the instances, which :func:`process_chunk` does (with numpy).
+    the instances, which :func:`process_chunk` does (with numpy). Returns
+    ``[M, 5]`` int64 instance rows. The loop is compiled
+    (:func:`data.pretraining_kernels.make_instances`) and draws from ``rng``
+    exactly what the Python loop of the original would.
     """
-    offsets = chunk.sentence_offsets.tolist()
-    documents = chunk.document_offsets.tolist()
-    order = list(range(chunk.num_documents))
-    rng.shuffle(order)
-    instances: list[Instance] = []
-    make = _pair_instances if options.next_sentence_prediction else _single_instances
-    for _ in range(options.dupe_factor):
-        make(order, offsets, documents, options.max_num_tokens, options.short_seq_prob, rng, instances)
-    return instances
+    from data import pretraining_kernels  # compiled (numba); imported here so the module loads without it
 
-
-def _below(getrandbits) -> Callable[[int], int]:
-    """``randint(0, n - 1)`` of the Random whose ``getrandbits`` this is, drawing the same bits.
-
-    CPython's randint(a, b) is ``a + _randbelow(b - a + 1)``, which is this
-    rejection loop; calling it directly skips two layers of argument checks,
-    a third of the cost of making an instance. A test checks it against randint.
-    """
-
-    def below(n: int) -> int:
-        k = n.bit_length()
-        r = getrandbits(k)
-        while r >= n:
-            r = getrandbits(k)
-        return r
-
-    return below
-
-
-# Masks of alternate bits (...0101 and ...1010), for dealing truncation coins.
-_EVEN_BITS = int("01" * 1024, 2)
-_ODD_BITS = _EVEN_BITS << 1
-
-
-def _truncation(a_length: int, b_length: int, max_num_tokens: int, getrandbits) -> tuple[int, int, int, int]:
-    """Tokens cut from (A front, A back, B front, B back) to fit ``max_num_tokens``.
-
-    The original removes one token at a time from the longer segment (B when
-    they are equal), from its front or back by a fair coin. Which segment
-    loses each token does not depend on the coins, so the order is known in
-    advance: the longer one alone until they are level, then alternately.
-    Here the coins are the bits of one ``getrandbits`` (bit k for the k-th
-    token removed; 1 = front) rather than one ``random() < 0.5`` each.
-    """
-    excess = a_length + b_length - max_num_tokens
-    coins = getrandbits(excess)
-    if a_length > b_length:
-        lead, first = min(excess, a_length - b_length), "a"  # A alone, then B, A, B, ...
-    else:
-        lead, first = min(excess, b_length - a_length + 1), "b"  # B alone, then A, B, A, ...
-    alternating = excess - lead
-    lead_bits = coins & ((1 << lead) - 1)
-    rest = coins >> lead  # bit 0 goes to the other segment, bit 1 to the leader, ...
-    other_bits = rest & _EVEN_BITS & ((1 << alternating) - 1)
-    leader_bits = rest & _ODD_BITS & ((1 << alternating) - 1)
-    leader_cuts, other_cuts = lead + alternating // 2, (alternating + 1) // 2
-    leader_front = lead_bits.bit_count() + leader_bits.bit_count()
-    other_front = other_bits.bit_count()
-    if first == "a":
-        return leader_front, leader_cuts - leader_front, other_front, other_cuts - other_front
-    return other_front, other_cuts - other_front, leader_front, leader_cuts - leader_front
-
-
-def _pair_instances(order, offsets, documents, max_num_tokens, short_seq_prob, rng, out) -> None:
-    """One pass of the original's create_instances_from_document over the documents in ``order``.
-
-    Sentences are gathered with a binary search over the token offsets
-    rather than one at a time; the result is the same. (One function for the
-    whole pass, with everything in local variables: this loop is the
-    slowest part of making data.)
-    """
-    uniform, getrandbits = rng.random, rng.getrandbits
-    below = _below(getrandbits)
-    count = len(order)
-    append = out.append
-    for position in range(count):
-        document = order[position]
-        first, last = documents[document], documents[document + 1]  # its sentences
-        # Usually fill the sequence (padding is wasted compute); sometimes aim
-        # shorter, as fine-tuning inputs often are. A target, not a hard limit.
-        target = max_num_tokens
-        if uniform() < short_seq_prob:
-            target = 2 + below(max_num_tokens - 1)  # randint(2, max_num_tokens)
-        start = first
-        while start < last:
-            # Gather sentences start..end-1: up to the first that reaches the target, or the document's end.
-            end = bisect_left(offsets, offsets[start] + target, start + 1, last)
-            gathered = end - start
-            a_end = start + 1 + below(gathered - 1) if gathered >= 2 else start + 1  # randint(1, gathered - 1)
-            a_lo, a_hi = offsets[start], offsets[a_end]
-            if gathered == 1 or uniform() < 0.5:
-                label = 1
-                # Avoid the same document (rarely needs a second draw).
-                for _ in range(10):
-                    other = below(count)  # randint(0, count - 1)
-                    if other != position:
-                        break
-                other = order[other]
-                other_first, other_last = documents[other], documents[other + 1]
-                j = other_first + below(other_last - other_first)  # randint(0, sentences - 1)
-                b_lo = offsets[j]
-                # Sentences j.. until B reaches its target (what A left) or the document ends.
-                b_hi = offsets[bisect_left(offsets, b_lo + target - (a_hi - a_lo), j + 1, other_last)]
-                # B did not use the rest of the gathered sentences: put them back.
-                end = a_end
-            else:
-                label = 0
-                b_lo, b_hi = a_hi, offsets[end]
-            # Truncate the longer segment, front or back at random, so neither
-            # end of a segment is systematically the one that survives.
-            if a_hi - a_lo + b_hi - b_lo > max_num_tokens:
-                a_front, a_back, b_front, b_back = _truncation(a_hi - a_lo, b_hi - b_lo, max_num_tokens, getrandbits)
-                append((a_lo + a_front, a_hi - a_back, b_lo + b_front, b_hi - b_back, label))
-            else:
-                append((a_lo, a_hi, b_lo, b_hi, label))
-            start = end
-
-
-def _single_instances(order, offsets, documents, max_num_tokens, short_seq_prob, rng, out) -> None:
-    """Without NSP: the same gathering, one segment, cut from front or back at random."""
-    uniform, getrandbits = rng.random, rng.getrandbits
-    below = _below(getrandbits)
-    for document in order:
-        first, last = documents[document], documents[document + 1]
-        target = max_num_tokens
-        if uniform() < short_seq_prob:
-            target = 2 + below(max_num_tokens - 1)
-        start = first
-        while start < last:
-            end = bisect_left(offsets, offsets[start] + target, start + 1, last)
-            lo, hi = offsets[start], offsets[end]
-            excess = hi - lo - max_num_tokens
-            if excess > 0:
-                front = getrandbits(excess).bit_count()
-                lo, hi = lo + front, hi - (excess - front)
-            out.append((lo, hi, hi, hi, 0))
-            start = end
+    return pretraining_kernels.make_instances(
+        rng,
+        chunk.sentence_offsets,
+        chunk.document_offsets,
+        options.max_num_tokens,
+        options.short_seq_prob,
+        options.dupe_factor,
+        options.next_sentence_prediction,
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -511,154 +420,43 @@ def mask_instances(
     """Builds and masks a batch of instances: ``[N, 5]`` spans -> the record features.
 
     Returns the feature arrays of :mod:`data.records` (``[N, T]``, ``[N, P]``,
-    ``[N, 1]``) and counts for the statistics.
+    ``[N, 1]``) and counts for the statistics. The row loop is compiled
+    (:func:`data.pretraining_kernels.mask`); it draws from its own generator,
+    seeded by one draw from ``rng``.
     """
+    from data import pretraining_kernels  # compiled (numba); imported here so the module loads without it
+
     T, P = options.max_seq_length, options.max_predictions_per_seq
-    rows = len(instances)
-    a_lo, a_hi, b_lo, b_hi, label = instances.T  # each [N]
-    a_length, b_length = a_hi - a_lo, b_hi - b_lo
-    pair = b_length > 0
-    b_start = a_length + 2  # position of B's first token
-    length = b_start + np.where(pair, b_length + 1, 0)  # [N] real tokens
-    position = np.arange(T, dtype=np.int32)[None, :]  # [1, T]
-
-    from data import codec  # compiled (numba); imported here so the module loads without it
-
-    ids = codec.place_segments(  # [N, T] [CLS] A [SEP] B [SEP], padded
-        tokens, np.ascontiguousarray(instances, dtype=np.int64), vocab.pad_id, vocab.cls_id, vocab.sep_id, T
-    )
-
-    input_mask = position < length[:, None]  # [N, T]
-    segment_ids = (position >= b_start[:, None]) & input_mask  # all 0 for single segments
-    in_a = (position >= 1) & (position <= a_length[:, None])
-    text = in_a | (segment_ids & (position < (length - 1)[:, None]))  # [N, T] maskable: not [CLS]/[SEP]/padding
-
+    instances = np.ascontiguousarray(instances, dtype=np.int64).reshape(-1, 5)
+    a_length, b_length, label = instances[:, 1] - instances[:, 0], instances[:, 3] - instances[:, 2], instances[:, 4]
+    length = a_length + 2 + np.where(b_length > 0, b_length + 1, 0)  # [N] real tokens
     # Python's round() halves to even, and so does rint.
     wanted = np.minimum(P, np.maximum(1, np.rint(length * options.masked_lm_prob))).astype(np.int64)  # [N]
-    if options.whole_word_mask:
-        selected = _choose_whole_words(ids, text, wanted, vocab.continuation, rng)
-    else:
-        selected = _choose_positions(text, wanted, rng)
-
-    flat = np.flatnonzero(selected)  # row-major: sorted by row, then position
-    row, column = np.divmod(flat, T)
-    count = len(flat)
-    per_row = np.bincount(row, minlength=rows)
-    slot = np.arange(count) - np.repeat(np.cumsum(per_row) - per_row, per_row)  # [count] index among the row's predictions
-    original = ids.reshape(-1)[flat]
-    kind = rng.random(count)
-    as_mask = kind < 0.8
-    as_random = kind >= 0.9
-    replacement = original.copy()
-    replacement[as_mask] = vocab.mask_id
-    replacement[as_random] = rng.integers(0, vocab.size, int(as_random.sum()))
-    ids.reshape(-1)[flat] = replacement
-
-    masked_lm_positions = np.zeros((rows, P), dtype=np.int32)
-    masked_lm_ids = np.zeros((rows, P), dtype=np.int32)
-    masked_lm_weights = np.zeros((rows, P), dtype=np.float32)
-    masked_lm_positions[row, slot] = column
-    masked_lm_ids[row, slot] = original
-    masked_lm_weights[row, slot] = 1.0
-
+    seed = rng.integers(0, np.iinfo(np.uint64).max, dtype=np.uint64, endpoint=True)
+    ids, input_mask, segment_ids, positions, originals, weights, counts = pretraining_kernels.mask(
+        tokens, instances, wanted, T, P, options.whole_word_mask, vocab, seed
+    )
     features = {
         "input_ids": ids,
         "input_mask": input_mask,
         "segment_ids": segment_ids,
-        "masked_lm_positions": masked_lm_positions,
-        "masked_lm_ids": masked_lm_ids,
-        "masked_lm_weights": masked_lm_weights,
+        "masked_lm_positions": positions,
+        "masked_lm_ids": originals,
+        "masked_lm_weights": weights,
     }
     if options.next_sentence_prediction:
         features[records.LABEL_FEATURE] = label[:, None]
-    random_tokens = int(as_random.sum())
+    as_mask, kept, random_token = (int(c) for c in counts)
     stats = MaskingStats(
-        instances=rows,
+        instances=len(instances),
         random_next=int(label.sum()),
         real_tokens=int(length.sum()),
-        masked=count,
-        as_mask_token=int(as_mask.sum()),
-        kept=count - int(as_mask.sum()) - random_tokens,
-        random_token=random_tokens,
+        masked=as_mask + kept + random_token,
+        as_mask_token=as_mask,
+        kept=kept,
+        random_token=random_token,
     )
     return features, stats
-
-
-def _random_order_keys(rows: int, T: int, valid: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
-    """Random sort keys ``[N, T]`` uint32 for a random order of the ``valid`` columns.
-
-    A key is ``[invalid flag | random bits | column]``: keys never tie, valid
-    columns sort first in a uniformly random order (ties of the random bits,
-    about 1 in 10^5 rows, break by column), and the column of a sorted key is
-    ``key & (2**bits - 1)``. Returns the keys and ``bits``.
-    """
-    bits = max(1, (T - 1).bit_length())
-    keys = rng.integers(0, 1 << 32, (rows, T), dtype=np.uint32) >> np.uint32(bits + 1) << np.uint32(bits)
-    keys |= np.arange(T, dtype=np.uint32)
-    keys[~valid] |= np.uint32(1 << 31)
-    return keys, bits
-
-
-def _choose_positions(text: np.ndarray, wanted: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """``wanted[i]`` positions of row ``i`` uniformly at random among its ``text`` ones.
-
-    The original shuffles the candidates and takes the first ones; here every
-    candidate gets a random key and the ``wanted`` smallest keys win. Keys
-    never tie (see :func:`_random_order_keys`), so exactly ``wanted`` win (all
-    candidates when there are fewer).
-    """
-    keys, _ = _random_order_keys(*text.shape, text, rng)
-    threshold = np.take_along_axis(np.sort(keys, axis=1), (wanted - 1)[:, None], axis=1)  # [N, 1]
-    return text & (keys <= threshold)
-
-
-def _choose_whole_words(
-    ids: np.ndarray, text: np.ndarray, wanted: np.ndarray, continuation: np.ndarray, rng: np.random.Generator
-) -> np.ndarray:
-    """Whole-word selection: ``[N, T]`` -> bool ``[N, T]`` of chosen positions.
-
-    Words (a piece and the ``##`` pieces after it, never across [SEP]) are
-    visited in a random order; a word is taken when it fits in what is still
-    wanted and skipped otherwise, until ``wanted`` pieces are chosen -- the
-    original's loop. Done for a batch: the words before the first that does
-    not fit are all taken (a cumulative sum); then each round takes, in every
-    row with room left, the next word small enough, until no row has room
-    or words.
-    """
-    rows, T = ids.shape
-    follows_text = np.zeros_like(text)
-    follows_text[:, 1:] = text[:, :-1]
-    starts = text & ~(continuation[ids] & follows_text)  # [N, T] first piece of each word
-    word = np.cumsum(starts, axis=1) - 1  # [N, T] word index of each text position
-    words = starts.sum(axis=1)  # [N]
-    size = np.zeros((rows, T), dtype=np.int64)  # [N, W] pieces per word (W <= T)
-    owner = (np.arange(rows)[:, None] * T + word)[text]
-    size.reshape(-1)[:] = np.bincount(owner, minlength=rows * T)
-    column = np.arange(T)[None, :]
-    exists = column < words[:, None]  # [N, W]
-    keys, bits = _random_order_keys(rows, T, exists, rng)
-    order = (np.sort(keys, axis=1) & np.uint32((1 << bits) - 1)).astype(np.int64)  # [N, W] words in visiting order
-    visiting = np.where(exists, np.take_along_axis(size, order, axis=1), 0)  # [N, W] sizes in visiting order
-
-    taken = exists & (np.cumsum(visiting, axis=1) <= wanted[:, None])  # the prefix that fits
-    room = wanted - (visiting * taken).sum(axis=1)  # [N]
-    last = taken.sum(axis=1) - 1  # [N] the word that did not fit is last + 1: skipped
-    while True:
-        active = (room > 0) & (last + 1 < words)
-        if not active.any():
-            break
-        fits = exists & (column > (last + 1)[:, None]) & (visiting <= room[:, None]) & active[:, None]
-        found = fits.any(axis=1)
-        k = np.argmax(fits, axis=1)
-        hit = np.flatnonzero(found)
-        taken[hit, k[hit]] = True
-        room[hit] -= visiting[hit, k[hit]]
-        # Next round looks after the word just taken (the skipped one is behind it).
-        last[hit] = k[hit] - 1
-        room[~found] = 0
-    word_taken = np.zeros((rows, T), dtype=bool)
-    np.put_along_axis(word_taken, order, taken, axis=1)
-    return text & np.take_along_axis(word_taken, np.maximum(word, 0), axis=1)
 
 
 # ---------------------------------------------------------------------------
@@ -668,9 +466,14 @@ def _choose_whole_words(
 
 @dataclasses.dataclass
 class ChunkResult:
+    """A chunk's framed records, laid out group by group for ``groups`` shards (see
+    :func:`data.records.grouped_order`): in ``blob``, or in the file ``path``."""
+
     index: int
-    blob: bytes  # the framed TFRecord records back to back
-    lengths: np.ndarray  # [instances] bytes of each
+    blob: bytes | None
+    path: str | None
+    group_bytes: np.ndarray  # [groups] bytes of each group
+    group_counts: np.ndarray  # [groups] records of each group
     stats: MaskingStats
 
 
@@ -682,25 +485,54 @@ def chunk_generators(seed: int, chunk_index: int) -> tuple[random.Random, np.ran
     return random.Random(python_seed), np.random.Generator(np.random.PCG64(masking))
 
 
-def process_chunk(chunk: TokenizedChunk, options: PretrainingDataOptions, vocab: VocabularyIds) -> ChunkResult:
-    """Instances, masks and serialized examples of one chunk (deterministic in its index)."""
+def process_chunk(
+    chunk: TokenizedChunk,
+    options: PretrainingDataOptions,
+    vocab: VocabularyIds,
+    groups: int = 1,
+    spill: str | None = None,
+) -> ChunkResult:
+    """Instances, masks and serialized examples of one chunk (deterministic in its index).
+
+    Record ``i`` of the chunk goes to group ``i % groups`` (the writer turns
+    groups into shards). With ``spill``, a directory, the records go to a file
+    there rather than back through the result: a worker's result then costs
+    the main process a copy inside the kernel instead of a trip through a pipe.
+    """
     creation_rng, masking_rng = chunk_generators(options.seed, chunk.index)
-    instances = np.asarray(create_instances(chunk, options, creation_rng), dtype=np.int64).reshape(-1, 5)
+    instances = create_instances(chunk, options, creation_rng)
     instances = instances[masking_rng.permutation(len(instances))]  # the original's final shuffle
     batch = max(1, _MASK_BATCH_TOKENS // options.max_seq_length)
-    blobs, lengths, stats = [], [], MaskingStats()
+    pieces: list[list[memoryview]] = [[] for _ in range(groups)]
+    group_bytes = np.zeros(groups, dtype=np.int64)
+    group_counts = np.zeros(groups, dtype=np.int64)
+    stats = MaskingStats()
     for start in range(0, len(instances), batch):
         features, batch_stats = mask_instances(chunk.tokens, instances[start : start + batch], options, vocab, masking_rng)
+        rows = len(features["input_ids"])
+        order = records.grouped_order(rows, groups, start)
+        if groups > 1:
+            features = {name: values[order] for name, values in features.items()}
         blob, sizes = records.encode_examples(features, framed=True)
-        blobs.append(blob)
-        lengths.append(sizes)
+        group = (start + order) % groups  # [rows] group of each record, in blob order
+        size = np.bincount(group, weights=sizes, minlength=groups).astype(np.int64)
+        count = np.bincount(group, minlength=groups)
+        view, at = memoryview(blob), 0
+        for g in range(groups):
+            pieces[g].append(view[at : at + size[g]])
+            at += size[g]
+        group_bytes += size
+        group_counts += count
         stats.add(batch_stats)
-    return ChunkResult(
-        chunk.index,
-        b"".join(blobs),
-        np.concatenate(lengths) if lengths else np.zeros(0, np.int64),
-        stats,
-    )
+    ordered = [piece for group in pieces for piece in group]
+    if spill is None:
+        return ChunkResult(chunk.index, b"".join(ordered), None, group_bytes, group_counts, stats)
+    path = os.path.join(spill, f"chunk-{chunk.index:08d}")
+    with open(path, "wb", buffering=0) as handle:
+        for piece in ordered:
+            while len(piece):
+                piece = piece[handle.write(piece) :]
+    return ChunkResult(chunk.index, None, path, group_bytes, group_counts, stats)
 
 
 # ---------------------------------------------------------------------------
@@ -790,31 +622,83 @@ def _check_output(output: Path, identity: dict, overwrite: bool) -> list[Path]:
     return old_shards
 
 
-@dataclasses.dataclass(frozen=True)
-class _Finished:
-    """A chunk made in the main process, queued with the workers' futures."""
-
-    value: ChunkResult
-
-    def done(self) -> bool:
-        return True
-
-    def result(self) -> ChunkResult:
-        return self.value
-
-
 def _started() -> None:
     """A task that only makes the pool start a worker process."""
 
 
-def _pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes that start clean (never a fork of a process holding TensorFlow)."""
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    if context.get_start_method() == "forkserver":
-        # Workers fork from a server that has numpy and this module loaded already.
-        context.set_forkserver_preload(["data.pretraining_data", "data.codec"])
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+# What a run leaves in the output directory until it ends: shards under
+# temporary names and the workers' record files, each named with its pid.
+_LEFTOVER = re.compile(r"\.(?:chunks-(\d+)|part-\d+-of-\d+\.tfrecord(?:\.gz)?\.tmp-(\d+))")
+
+
+def _remove_leftovers(output: Path) -> None:
+    """Deletes what a killed run (SIGKILL, power loss) left in ``output``, once its process is gone."""
+    for entry in output.iterdir():
+        match = _LEFTOVER.fullmatch(entry.name)
+        if match is None or _running(int(match.group(1) or match.group(2))):
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    """Whether a process ``pid`` exists (this one included)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _Workers:
+    """The worker processes, started in the background, and the directory they leave records in.
+
+    Starting them (a process server that loads numpy and the compiled
+    kernels, about a second) would block the caller; a thread does it while
+    the main process builds the tokenizer and tokenizes. Processes start
+    clean (never a fork of a process holding TensorFlow).
+    """
+
+    def __init__(self, count: int, spill: Path) -> None:
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+        if context.get_start_method() == "forkserver":
+            # Workers fork from a server that has numpy and the kernels loaded already.
+            context.set_forkserver_preload(["data.pretraining_data", "data.codec", "data.pretraining_kernels"])
+        self._pool = ProcessPoolExecutor(max_workers=count, mp_context=context)
+        self.spill = spill
+        spill.mkdir(exist_ok=True)
+        self._failure: BaseException | None = None
+        self._starting = threading.Thread(target=self._start, args=(count,), name="start-workers", daemon=True)
+        self._starting.start()
+
+    def _start(self, count: int) -> None:
+        try:
+            for _ in range(count):
+                self._pool.submit(_started)
+        except BaseException as error:  # noqa: BLE001  re-raised by submit()
+            self._failure = error
+
+    def ready(self) -> bool:
+        """Whether the processes are up (submitting no longer waits for them)."""
+        return not self._starting.is_alive()
+
+    def submit(self, chunk: TokenizedChunk, options, vocab: VocabularyIds, groups: int):
+        """:func:`process_chunk` in a worker (records left in a file in ``spill``); a future."""
+        self._starting.join()
+        if self._failure is not None:
+            raise self._failure
+        return self._pool.submit(process_chunk, chunk, options, vocab, groups, str(self.spill))
+
+    def close(self) -> None:
+        """Stops the processes (queued chunks are dropped) and deletes the directory."""
+        self._starting.join()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(self.spill, ignore_errors=True)
 
 
 def create_pretraining_data(
@@ -842,8 +726,9 @@ def create_pretraining_data(
         lowercase: Casing; None takes it from the vocabulary (see ``resolve_lowercase``).
         num_shards: Output files; instances are dealt over them round-robin.
         compression: ``"none"`` or ``"gzip"``.
-        workers: Processes that create, mask and serialize instances; 0 does
-            everything in this process. The output does not depend on it.
+        workers: Processes that create, mask and serialize instances (and as
+            many threads of this process tokenize); 0 does everything in this
+            process, with one tokenizer thread. The output does not depend on it.
         overwrite: Replace a different dataset already in ``output``.
         on_total / on_bytes / on_progress: Progress callbacks (input size in
             bytes, bytes read, running totals after each chunk).
@@ -884,6 +769,7 @@ def create_pretraining_data(
         output.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise DataError(f"--output {output}: cannot create the directory ({error.strerror})") from None
+    _remove_leftovers(output)
 
     progress = Progress()
     stats = MaskingStats()
@@ -891,26 +777,30 @@ def create_pretraining_data(
     documents = read_documents(files, options.input_format, on_bytes)
     in_flight: collections.deque = collections.deque()
     chunks = 0
-    pool = _pool(workers) if workers > 0 else None
+    pool = _Workers(workers, output / f".chunks-{os.getpid()}") if workers > 0 else None
     try:
-        if pool is not None:
-            for _ in range(workers):  # start the workers while the tokenizer is built
-                pool.submit(_started)
         tokenize = _tokenizer_for(vocab, lowercase)
         vocab_ids = VocabularyIds.from_vocabulary(vocab)
         with records.ShardWriter(output, num_shards, compression) as writer:
 
             def finish(result: ChunkResult) -> None:
-                writer.write_blob(result.blob, result.lengths)
+                writer.write_groups(result.blob if result.path is None else result.path, result.group_bytes, result.group_counts)
+                if result.path is not None:
+                    os.unlink(result.path)
                 stats.add(result.stats)
                 progress.instances = stats.instances
                 progress.seconds = time.perf_counter() - started
                 if on_progress is not None:
                     on_progress(progress)
 
-            for index, chunk_text in enumerate(chunk_documents(documents, chunk_chars)):
-                chunk = tokenize_chunk(index, chunk_text, tokenize)
-                del chunk_text
+            waiting: list[TokenizedChunk] = []  # tokenized while the workers start
+
+            def hand_over() -> None:
+                for chunk in waiting:
+                    in_flight.append(pool.submit(chunk, options, vocab_ids, num_shards))
+                waiting.clear()
+
+            for chunk in tokenized_chunks(documents, chunk_chars, tokenize, max(1, workers)):
                 chunks += 1
                 # Only a corpus of fewer than MIN_CHUNK_DOCUMENTS documents makes such a chunk.
                 if options.next_sentence_prediction and chunk.num_documents < 2:
@@ -919,21 +809,16 @@ def create_pretraining_data(
                 progress.sentences += chunk.num_sentences
                 progress.tokens += len(chunk.tokens)
                 if pool is None:
-                    finish(process_chunk(chunk, options, vocab_ids))
+                    finish(process_chunk(chunk, options, vocab_ids, num_shards))
                     continue
-                if progress.instances and sum(not item.done() for item in in_flight) >= 2 * workers:
-                    # Every worker is busy with another chunk queued: this
-                    # process makes the chunk itself rather than wait (the
-                    # result is the same whoever makes it). Not before the
-                    # workers' first result: loading the compiled kernels
-                    # here (about a second) only pays on long runs.
-                    in_flight.append(_Finished(process_chunk(chunk, options, vocab_ids)))
-                else:
-                    in_flight.append(pool.submit(process_chunk, chunk, options, vocab_ids))
+                waiting.append(chunk)
+                if pool.ready() or len(waiting) > 4 * workers:
+                    hand_over()
                 # Results are written in chunk order as they finish; a few
                 # chunks per worker at most are held, which bounds memory.
                 while in_flight and (in_flight[0].done() or len(in_flight) > 2 * workers + 2):
                     finish(in_flight.popleft().result())
+            hand_over()
             while in_flight:
                 finish(in_flight.popleft().result())
             if progress.documents == 0:
@@ -948,7 +833,7 @@ def create_pretraining_data(
             shard_counts = tuple(writer.counts)
     finally:
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.close()
 
     seconds = time.perf_counter() - started
     report = PretrainingDataReport(

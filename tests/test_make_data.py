@@ -126,31 +126,48 @@ def test_instances_are_the_originals(max_seq_length, short_seq_prob):
     assert ours == _reference_instances(documents, max_seq_length, short_seq_prob, 3, random.Random(42))
 
 
-def test_below_draws_exactly_what_randint_draws():
+def test_compiled_draws_are_pythons_draw_for_draw():
+    """The kernels' MT19937 gives what random.Random gives, and leaves the same state behind."""
+    from data import pretraining_kernels
+
+    plan = random.Random(5)
+    kinds = np.array([plan.randrange(3) for _ in range(3000)])  # past 624 words: the state regenerates
+    arguments = np.array(
+        [0 if k == 0 else plan.randint(0, 32) if k == 1 else plan.choice([1, 2, 3, 5, 100, 125, 2**20 + 1, 2**31 - 1])
+         for k in kinds]
+    )
     ours, theirs = random.Random(7), random.Random(7)
-    below = pd._below(ours.getrandbits)
-    for n in [1, 2, 3, 5, 8, 100, 125, 1000, 2**20 + 1] * 50:
-        assert below(n) == theirs.randint(0, n - 1)
+    theirs.random()  # a state mid-way through its words
+    ours.random()
+    drawn = pretraining_kernels.python_draws(ours, kinds, arguments)
+    expected = [
+        theirs.random() if k == 0 else theirs.getrandbits(int(a)) if k == 1 else theirs.randint(0, int(a) - 1)
+        for k, a in zip(kinds, arguments)
+    ]
+    assert drawn.tolist() == expected
+    assert ours.getstate() == theirs.getstate()
 
 
-def test_truncation_matches_token_by_token_removal():
-    rng = random.Random(3)
-    for _ in range(2000):
-        a, b = rng.randint(1, 60), rng.randint(1, 60)
-        limit = rng.randint(2, 60)
-        seed = rng.random()
-        cut = pd._truncation(a, b, limit, random.Random(seed).getrandbits) if a + b > limit else (0, 0, 0, 0)
-        # Token by token, as the original does it.
-        tokens_a, tokens_b = list(range(a)), list(range(b))
-        excess = a + b - limit
-        coins = random.Random(seed).getrandbits(excess) if excess > 0 else 0
-        for k in range(max(excess, 0)):
-            longer = tokens_a if len(tokens_a) > len(tokens_b) else tokens_b
-            del longer[0 if coins >> k & 1 else -1]
-        a_front, a_back, b_front, b_back = cut
-        assert (a_front, a - a_back) == ((tokens_a[0], tokens_a[-1] + 1) if tokens_a else (0, 0))
-        assert (b_front, b - b_back) == (tokens_b[0], tokens_b[-1] + 1)
-        assert tokens_a and tokens_b
+def test_truncation_of_long_segments_uses_every_coin():
+    """Cuts of more than 32 tokens take their coins from several 32-bit words (getrandbits(k > 32))."""
+    documents = [[list(range(5, 105))], [list(range(105, 205))]] * 4  # one 100-token sentence each
+    options = pd.PretrainingDataOptions(max_seq_length=24, short_seq_prob=0.0, dupe_factor=4)
+    chunk = _chunk(documents)
+    ours = pd.create_instances(chunk, options, random.Random(11))
+    tokens = chunk.tokens.tolist()
+    ours = [(tokens[a_lo:a_hi], tokens[b_lo:b_hi], label) for a_lo, a_hi, b_lo, b_hi, label in ours]
+    assert ours == _reference_instances(documents, 24, 0.0, 4, random.Random(11))
+    single = pd.PretrainingDataOptions(max_seq_length=24, short_seq_prob=0.0, dupe_factor=4, next_sentence_prediction=False)
+    rng, fronts = random.Random(12), []
+    order = list(range(len(documents)))
+    rng.shuffle(order)
+    for _ in range(4):
+        for _ in order:
+            rng.random()
+            fronts.append(rng.getrandbits(100 - 22).bit_count())
+    made = pd.create_instances(chunk, single, random.Random(12))
+    starts = made[:, 0] - np.tile(chunk.sentence_offsets[:-1][order], 4)
+    assert starts.tolist() == fronts and (made[:, 1] - made[:, 0] == 22).all()
 
 
 def _made(options: pd.PretrainingDataOptions, documents, chunks: int = 1) -> dict:
@@ -496,13 +513,36 @@ def test_output_holding_another_dataset_is_refused_unless_overwrite(runner, work
 def test_disk_full_leaves_no_shard_that_looks_complete(runner, workspace, tmp_path, monkeypatch):
     calls = []
 
-    def full(self, blob, lengths):
+    def full(self, source, group_bytes, group_counts):
         calls.append(1)
         if len(calls) == 2:
             raise OSError(errno.ENOSPC, "No space left on device", str(self.temporary[0]))
 
-    monkeypatch.setattr(records.ShardWriter, "write_blob", full)
+    monkeypatch.setattr(records.ShardWriter, "write_groups", full)
     output = tmp_path / "out"
     result = _make(runner, workspace, output, "--workers", "0", "--num-shards", "2")
     assert_one_line_error(result, "No space left on device", "free some space")
     assert list(output.iterdir()) == []  # no shards, no temporaries, no manifest
+
+
+def test_leftovers_of_a_killed_run_are_removed(runner, workspace, tmp_path):
+    """Temporary shards and worker record files of a run whose process is gone are deleted;
+    those of a live process are not touched."""
+    output = tmp_path / "out"
+    output.mkdir()
+    dead = subprocess.Popen(["true"])  # a pid whose process has ended
+    dead.wait()
+    stale_shard = output / f".part-00000-of-00001.tfrecord.tmp-{dead.pid}"
+    stale_chunks = output / f".chunks-{dead.pid}"
+    live_shard = output / ".part-00000-of-00001.tfrecord.tmp-1"  # pid 1 always runs
+    stale_chunks.mkdir()
+    (stale_chunks / "chunk-00000003").write_bytes(b"x" * 100)
+    for path in (stale_shard, live_shard):
+        path.write_bytes(b"partial")
+    result = _make(runner, workspace, output, "--workers", "1")
+    assert result.exit_code == 0, result.output
+    assert not stale_shard.exists() and not stale_chunks.exists()
+    assert live_shard.exists()
+    assert sorted(p.name for p in output.iterdir() if not p.name.startswith(".")) == [
+        "manifest.json", "part-00000-of-00001.tfrecord"
+    ]

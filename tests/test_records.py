@@ -164,7 +164,7 @@ def test_not_a_record_file_is_a_data_error(tmp_path):
 def test_a_full_disk_raises_enospc_and_leaves_no_file(tmp_path, monkeypatch):
     """Every write goes to /dev/full (ENOSPC); the writer's temporary files are removed."""
     real_open = open
-    monkeypatch.setattr(records, "open", lambda path, mode: real_open("/dev/full", mode), raising=False)
+    monkeypatch.setattr(records, "open", lambda path, mode, **kw: real_open("/dev/full", mode, **kw), raising=False)
     touched = tmp_path / "out"
     touched.mkdir()
     with pytest.raises(OSError) as raised:
