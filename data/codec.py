@@ -117,17 +117,18 @@ def _packed_sizes(values):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _write_feature(out, starts, key, tag, entry, feature, listed, size, values, kind):  # pragma: no cover - compiled
-    """Writes one feature's map entry of every record: ``out[starts[r]:]`` for row ``r``.
+def _write_feature(out, f, offsets, key, tag, entry, feature, listed, size, values, kind):  # pragma: no cover - compiled
+    """Writes feature ``f``'s map entry of every record: ``out[offsets[r, f]:]`` for row ``r``.
 
-    ``entry``/``feature``/``listed``/``size`` are ``[N]`` byte lengths of the
-    map entry, the Feature, the Int64List/FloatList and its packed values;
-    ``kind`` 0 = varints, 1 = one byte each (values < 128), 2 = float32 bits.
+    ``entry``/``feature``/``listed``/``size`` are ``[N, F]`` byte lengths of
+    the map entry, the Feature, the Int64List/FloatList and its packed values
+    (:func:`_layout`); ``kind`` 0 = varints, 1 = one byte each (values < 128),
+    2 = float32 bits.
     """
     for r in range(values.shape[0]):
-        at = starts[r]
+        at = offsets[r, f]
         out[at] = 0x0A  # Features.feature: a map entry
-        at = _put_varint(out, at + 1, entry[r])
+        at = _put_varint(out, at + 1, entry[r, f])
         out[at] = 0x0A  # entry key
         out[at + 1] = np.uint8(len(key))
         at += 2
@@ -135,13 +136,13 @@ def _write_feature(out, starts, key, tag, entry, feature, listed, size, values, 
             out[at + i] = key[i]
         at += len(key)
         out[at] = 0x12  # entry value
-        at = _put_varint(out, at + 1, feature[r])
+        at = _put_varint(out, at + 1, feature[r, f])
         out[at] = tag  # Feature.int64_list / Feature.float_list
-        at = _put_varint(out, at + 1, listed[r])
-        if size[r] == 0:
+        at = _put_varint(out, at + 1, listed[r, f])
+        if size[r, f] == 0:
             continue  # an empty packed field is left out
         out[at] = 0x0A  # the packed values
-        at = _put_varint(out, at + 1, size[r])
+        at = _put_varint(out, at + 1, size[r, f])
         if kind == 2:
             for c in range(values.shape[1]):
                 bits = values[r, c]
@@ -156,6 +157,43 @@ def _write_feature(out, starts, key, tag, entry, feature, listed, size, values, 
         else:
             for c in range(values.shape[1]):
                 at = _put_varint(out, at, np.int64(values[r, c]))
+
+
+@numba.njit(cache=True, nogil=True)
+def _layout(size, key_bytes, framed):  # pragma: no cover - compiled
+    """The byte layout of N records of F features, from the packed size of each ``size[r, f]``.
+
+    Returns ``[N, F]`` offsets (where each map entry starts) and lengths of
+    the map entry, the Feature and the Int64List/FloatList; ``[N]`` record
+    starts, serialized Example lengths and Features lengths; and the total
+    bytes. ``key_bytes[f]`` is the entry's key field and value tag (3 + key length).
+    """
+    rows, count = size.shape
+    offsets = np.empty((rows, count), dtype=np.int64)
+    entry = np.empty((rows, count), dtype=np.int64)
+    feature = np.empty((rows, count), dtype=np.int64)
+    listed = np.empty((rows, count), dtype=np.int64)
+    starts = np.empty(rows, dtype=np.int64)
+    lengths = np.empty(rows, dtype=np.int64)
+    features = np.empty(rows, dtype=np.int64)
+    at = 0
+    for r in range(rows):
+        total = 0
+        for f in range(count):
+            packed = size[r, f]
+            listed[r, f] = 1 + _varint_size(packed) + packed if packed > 0 else 0  # an empty list has no field
+            feature[r, f] = 1 + _varint_size(listed[r, f]) + listed[r, f]
+            entry[r, f] = key_bytes[f] + _varint_size(feature[r, f]) + feature[r, f]
+            total += 1 + _varint_size(entry[r, f]) + entry[r, f]
+        features[r] = total
+        lengths[r] = 1 + _varint_size(total) + total
+        starts[r] = at
+        offset = at + (12 if framed else 0) + 1 + _varint_size(total)
+        for f in range(count):
+            offsets[r, f] = offset
+            offset += 1 + _varint_size(entry[r, f]) + entry[r, f]
+        at += lengths[r] + (16 if framed else 0)
+    return offsets, entry, feature, listed, starts, lengths, features, at
 
 
 @numba.njit(cache=True, nogil=True)
@@ -186,17 +224,14 @@ def _write_records(out, starts, lengths, features, framed, tables):  # pragma: n
                 out[end + b] = np.uint8((crc >> (8 * b)) & 0xFF)
 
 
-def _varint_sizes(values: np.ndarray) -> np.ndarray:
-    """Bytes of the varint of each of ``values`` (non-negative, below 2**35)."""
-    return 1 + (values >= 1 << 7) + (values >= 1 << 14) + (values >= 1 << 21) + (values >= 1 << 28)
-
 
 def encode(features: dict, framed: bool) -> tuple[bytes, np.ndarray]:
     """See :func:`data.records.encode_examples` (which checks the arguments).
 
     Each feature is written by its own compiled call on its own array (no
-    copy into a common dtype); the byte layout is computed first, in numpy,
-    from the packed size of every (record, feature). Shapes: N records, F features.
+    copy into a common dtype); the byte layout is computed first
+    (:func:`_layout`) from the packed size of every (record, feature).
+    Shapes: N records, F features.
     """
     names = sorted(features)
     rows = len(features[names[0]])
@@ -217,29 +252,16 @@ def encode(features: dict, framed: bool) -> tuple[bytes, np.ndarray]:
         arrays.append(values)
     keys = [np.frombuffer(name.encode("utf-8"), np.uint8) for name in names]
     size = np.stack(sizes, axis=1)  # [N, F] packed values
-    listed = np.where(size > 0, 1 + _varint_sizes(size) + size, 0)  # [N, F] Int64List / FloatList
-    feature = 1 + _varint_sizes(listed) + listed  # [N, F] Feature
     key_bytes = np.array([3 + len(key) for key in keys], np.int64)  # entry key field and value tag
-    entry = key_bytes + _varint_sizes(feature) + feature  # [N, F] map entry
-    spans = 1 + _varint_sizes(entry) + entry  # [N, F] the entry in Features
-    features_length = spans.sum(axis=1)  # [N]
-    lengths = 1 + _varint_sizes(features_length) + features_length  # [N] serialized Example
-    frame = 12 if framed else 0
-    records = lengths + (16 if framed else 0)
-    starts = np.cumsum(records) - records  # [N] where each record begins
-    offsets = (starts + frame + 1 + _varint_sizes(features_length))[:, None] + np.cumsum(spans, axis=1) - spans
+    offsets, entry, feature, listed, starts, lengths, features_length, total = _layout(size, key_bytes, framed)
     # Written feature by feature, then the headers: every write of a fast
     # varint's spare bytes lands where a later write puts the real ones.
-    out = np.empty(int(records.sum()) + 8, dtype=np.uint8)  # + slack for _put_varint's stores
+    out = np.empty(total + 8, dtype=np.uint8)  # + slack for _put_varint's stores
     for f, values in enumerate(arrays):
         tag = 0x12 if kinds[f] == 2 else 0x1A
-        _write_feature(
-            out, np.ascontiguousarray(offsets[:, f]), keys[f], tag, np.ascontiguousarray(entry[:, f]),
-            np.ascontiguousarray(feature[:, f]), np.ascontiguousarray(listed[:, f]),
-            np.ascontiguousarray(size[:, f]), values, kinds[f],
-        )
+        _write_feature(out, f, offsets, keys[f], tag, entry, feature, listed, size, values, kinds[f])
     _write_records(out, starts, lengths, features_length, framed, _TABLES)
-    return out[: len(out) - 8].tobytes(), records
+    return out[: len(out) - 8].tobytes(), lengths + (FRAME_OVERHEAD if framed else 0)
 
 
 def crc32c(data: bytes) -> int:
