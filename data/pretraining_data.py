@@ -72,8 +72,9 @@ instance creation and masking (loops compiled with numba, in
 (:func:`data.records.encode_examples`) run in ``workers`` processes that
 never import TensorFlow, with a bounded number of chunks in flight. A worker
 leaves a chunk's framed records in a file in a hidden directory of the
-output, laid out shard by shard, and the main process appends them to the
-shards with ``copy_file_range`` (inside the kernel): moving them back through
+output, laid out shard by shard (one gzip member per shard when compressing,
+so compression runs in parallel too), and the main process appends them to
+the shards with ``copy_file_range`` (inside the kernel): moving them back through
 the pool's pipe cost the main process, the bottleneck, more than the kernels
 do. Memory therefore stays flat as the corpus grows.
 
@@ -490,14 +491,17 @@ def process_chunk(
     options: PretrainingDataOptions,
     vocab: VocabularyIds,
     groups: int = 1,
+    compression: str = "none",
     spill: str | None = None,
 ) -> ChunkResult:
     """Instances, masks and serialized examples of one chunk (deterministic in its index).
 
     Record ``i`` of the chunk goes to group ``i % groups`` (the writer turns
-    groups into shards). With ``spill``, a directory, the records go to a file
-    there rather than back through the result: a worker's result then costs
-    the main process a copy inside the kernel instead of a trip through a pipe.
+    groups into shards); with ``compression="gzip"`` each group is one gzip
+    member (:func:`data.records.gzip_member`). With ``spill``, a directory,
+    the records go to a file there rather than back through the result: a
+    worker's result then costs the main process a copy inside the kernel
+    instead of a trip through a pipe.
     """
     creation_rng, masking_rng = chunk_generators(options.seed, chunk.index)
     instances = create_instances(chunk, options, creation_rng)
@@ -524,6 +528,9 @@ def process_chunk(
         group_bytes += size
         group_counts += count
         stats.add(batch_stats)
+    if compression == "gzip":
+        pieces = [[records.gzip_member(b"".join(group))] for group in pieces]
+        group_bytes = np.array([len(group[0]) for group in pieces], dtype=np.int64)
     ordered = [piece for group in pieces for piece in group]
     if spill is None:
         return ChunkResult(chunk.index, b"".join(ordered), None, group_bytes, group_counts, stats)
@@ -687,12 +694,12 @@ class _Workers:
         """Whether the processes are up (submitting no longer waits for them)."""
         return not self._starting.is_alive()
 
-    def submit(self, chunk: TokenizedChunk, options, vocab: VocabularyIds, groups: int):
+    def submit(self, chunk: TokenizedChunk, options, vocab: VocabularyIds, groups: int, compression: str):
         """:func:`process_chunk` in a worker (records left in a file in ``spill``); a future."""
         self._starting.join()
         if self._failure is not None:
             raise self._failure
-        return self._pool.submit(process_chunk, chunk, options, vocab, groups, str(self.spill))
+        return self._pool.submit(process_chunk, chunk, options, vocab, groups, compression, str(self.spill))
 
     def close(self) -> None:
         """Stops the processes (queued chunks are dropped) and deletes the directory."""
@@ -797,7 +804,7 @@ def create_pretraining_data(
 
             def hand_over() -> None:
                 for chunk in waiting:
-                    in_flight.append(pool.submit(chunk, options, vocab_ids, num_shards))
+                    in_flight.append(pool.submit(chunk, options, vocab_ids, num_shards, compression))
                 waiting.clear()
 
             for chunk in tokenized_chunks(documents, chunk_chars, tokenize, max(1, workers)):
@@ -809,7 +816,7 @@ def create_pretraining_data(
                 progress.sentences += chunk.num_sentences
                 progress.tokens += len(chunk.tokens)
                 if pool is None:
-                    finish(process_chunk(chunk, options, vocab_ids, num_shards))
+                    finish(process_chunk(chunk, options, vocab_ids, num_shards, compression))
                     continue
                 waiting.append(chunk)
                 if pool.ready() or len(waiting) > 4 * workers:

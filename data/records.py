@@ -156,27 +156,35 @@ def split_blob(blob: bytes, lengths: np.ndarray) -> list[bytes]:
 # Writing shards
 # ---------------------------------------------------------------------------
 
-# TensorFlow's GZIP TFRecord files are one zlib stream with a gzip header
-# (window bits 31) at zlib's default level; so are these.
+# GZIP TFRecord files: TensorFlow writes one gzip stream (zlib, window bits
+# 31, zlib's default level) and reads files of several gzip members one after
+# another, as gzip itself does. Ours are a member per group of records (a
+# chunk's share of a shard), compressed by the process that made the chunk:
+# compression then runs in the workers, in parallel, and the main process
+# only appends bytes.
 _GZIP_LEVEL = 6
 
 
+def gzip_member(data) -> bytes:
+    """``data`` as one complete gzip member (empty for no data)."""
+    if not len(data):
+        return b""
+    compressor = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, 31)
+    return compressor.compress(data) + compressor.flush()
+
+
 class _Shard:
-    """One output file: raw bytes appended, gzip-compressed on the way when asked.
+    """One output file, bytes appended as they come (already compressed for gzip shards).
 
     Unbuffered: writes are whole blobs, and :meth:`copy_from` appends with
     ``copy_file_range``, which writes at the file's own position.
     """
 
-    def __init__(self, path: Path, compression: str) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
         self.handle = open(path, "wb", buffering=0)
-        self.zip = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, 31) if compression == "gzip" else None
 
     def write(self, data) -> None:
-        self._write_raw(self.zip.compress(data) if self.zip is not None else data)
-
-    def _write_raw(self, data) -> None:
         view = memoryview(data).cast("B")
         while len(view):  # an unbuffered write may take part of the bytes
             view = view[self.handle.write(view) :]
@@ -184,12 +192,11 @@ class _Shard:
     def copy_from(self, source: int, offset: int, count: int) -> None:
         """Appends ``count`` bytes of the open file ``source`` from ``offset``.
 
-        Plain shards copy inside the kernel (``copy_file_range``: no trip
-        through this process's memory); gzip shards, and file systems without
-        it, read and write.
+        Inside the kernel where the file system allows (``copy_file_range``:
+        no trip through this process's memory), else by reading and writing.
         """
         global _COPY_IN_KERNEL
-        while count and self.zip is None and _COPY_IN_KERNEL:
+        while count and _COPY_IN_KERNEL:
             try:
                 done = os.copy_file_range(source, self.handle.fileno(), count, offset)
             except OSError as error:
@@ -208,11 +215,7 @@ class _Shard:
             offset, count = offset + len(block), count - len(block)
 
     def close(self) -> None:
-        try:
-            if self.zip is not None:
-                self._write_raw(self.zip.flush())
-        finally:
-            self.handle.close()
+        self.handle.close()
 
 
 # copy_file_range exists on Linux 4.5 and later; some file systems refuse it.
@@ -252,13 +255,14 @@ class ShardWriter:
             raise DataError(f"--compression {compression}: use one of {', '.join(COMPRESSIONS)}")
         self.directory = Path(directory)
         self.names = [shard_name(i, num_shards, compression) for i in range(num_shards)]
+        self.compression = compression
         self.temporary = [self.directory / f".{name}.tmp-{os.getpid()}" for name in self.names]
         self.counts = [0] * num_shards
         self._next = 0
         self._shards: list[_Shard] = []
         try:
             for path in self.temporary:
-                self._shards.append(_Shard(path, compression))
+                self._shards.append(_Shard(path))
         except OSError:
             self.abort()
             raise
@@ -280,21 +284,23 @@ class ShardWriter:
         shards, count = len(self._shards), len(lengths)
         if count == 0:
             return
-        if shards > 1:  # lay the records out group by group
-            ends = np.cumsum(lengths)
-            starts = ends - lengths
-            order = grouped_order(count, shards).tolist()
-            view = memoryview(blob)
-            blob = b"".join([view[starts[i] : ends[i]] for i in order])
-        group = np.arange(count) % shards
-        self.write_groups(blob, np.bincount(group, weights=lengths, minlength=shards).astype(np.int64),
+        ends = np.cumsum(lengths)
+        starts = ends - lengths
+        order = grouped_order(count, shards)
+        group = np.arange(count)[order] % shards  # [count] group of each record, in grouped order
+        view = memoryview(blob)
+        groups = [b"".join([view[starts[i] : ends[i]] for i in order[group == g].tolist()]) for g in range(shards)]
+        if self.compression == "gzip":
+            groups = [gzip_member(data) for data in groups]
+        self.write_groups(b"".join(groups), np.array([len(g) for g in groups], np.int64),
                           np.bincount(group, minlength=shards))
 
     def write_groups(self, source, group_bytes: np.ndarray, group_counts: np.ndarray) -> None:
         """Appends records laid out group by group (see :func:`grouped_order`): group ``g`` to shard ``(next + g) % N``.
 
-        ``source`` holds the groups back to back: bytes, or the path of a
-        file (copied into the shards without passing through this process
+        ``source`` holds the groups back to back, each as it goes into a
+        shard (a :func:`gzip_member` for gzip shards): bytes, or the path of
+        a file (copied into the shards without passing through this process
         when the file system allows). ``group_bytes``/``group_counts`` are
         ``[N]``: each group's bytes and records.
         """

@@ -358,6 +358,30 @@ def test_same_output_for_any_number_of_workers(runner, workspace, tmp_path):
     assert [p.read_bytes() for p in _shards(tmp_path / "other")] != outputs[1]
 
 
+def test_gzip_shards_hold_the_plain_records_in_members_tensorflow_reads(runner, workspace, tmp_path):
+    """Each chunk's share of a shard is one gzip member, compressed where the chunk was made:
+    decompressed, the shards are byte for byte the plain ones, for any --workers, and
+    TensorFlow reads every record of the multi-member files."""
+    import gzip
+
+    import tensorflow as tf
+
+    plain = tmp_path / "plain"
+    assert _make(runner, workspace, plain, "--workers", "0", "--num-shards", "2").exit_code == 0
+    expected = [p.read_bytes() for p in _shards(plain)]
+    counts = json.loads((plain / "manifest.json").read_text())["shards"]
+    for workers in ("0", "2"):
+        output = tmp_path / f"gz{workers}"
+        result = _make(runner, workspace, output, "--workers", workers, "--num-shards", "2", "--compression", "gzip")
+        assert result.exit_code == 0, result.output
+        shards = _shards(output)
+        assert [p.name for p in shards] == [p.name + ".gz" for p in _shards(plain)]
+        assert [gzip.decompress(p.read_bytes()) for p in shards] == expected
+        assert all(p.read_bytes().count(b"\x1f\x8b\x08") >= 3 for p in shards)  # several members each
+        read = [sum(1 for _ in tf.data.TFRecordDataset(str(p), compression_type="GZIP")) for p in shards]
+        assert read == [shard["instances"] for shard in counts]
+
+
 def test_records_parse_with_the_original_spec_and_match_the_manifest(runner, workspace, tmp_path):
     import tensorflow as tf
 
