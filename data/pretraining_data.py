@@ -537,8 +537,7 @@ def process_chunk(
     path = os.path.join(spill, f"chunk-{chunk.index:08d}")
     with open(path, "wb", buffering=0) as handle:
         for piece in ordered:
-            while len(piece):
-                piece = piece[handle.write(piece) :]
+            records.write_fully(handle, piece)
     return ChunkResult(chunk.index, None, path, group_bytes, group_counts, stats)
 
 

@@ -173,6 +173,13 @@ def gzip_member(data) -> bytes:
     return compressor.compress(data) + compressor.flush()
 
 
+def write_fully(handle, data) -> None:
+    """Writes all of ``data`` to an unbuffered file (whose ``write`` may take only part of it)."""
+    view = memoryview(data).cast("B")
+    while len(view):
+        view = view[handle.write(view) :]
+
+
 class _Shard:
     """One output file, bytes appended as they come (already compressed for gzip shards).
 
@@ -185,9 +192,7 @@ class _Shard:
         self.handle = open(path, "wb", buffering=0)
 
     def write(self, data) -> None:
-        view = memoryview(data).cast("B")
-        while len(view):  # an unbuffered write may take part of the bytes
-            view = view[self.handle.write(view) :]
+        write_fully(self.handle, data)
 
     def copy_from(self, source: int, offset: int, count: int) -> None:
         """Appends ``count`` bytes of the open file ``source`` from ``offset``.
@@ -274,11 +279,6 @@ class ShardWriter:
         if kind is not None:
             self.abort()
 
-    @property
-    def next_shard(self) -> int:
-        """The shard the next record goes to (the ``first`` of :func:`grouped_order`)."""
-        return self._next
-
     def write_blob(self, blob: bytes, lengths: np.ndarray) -> None:
         """Appends framed records (``encode_examples(..., framed=True)``), continuing the round-robin."""
         shards, count = len(self._shards), len(lengths)
@@ -287,7 +287,7 @@ class ShardWriter:
         ends = np.cumsum(lengths)
         starts = ends - lengths
         order = grouped_order(count, shards)
-        group = np.arange(count)[order] % shards  # [count] group of each record, in grouped order
+        group = order % shards  # [count] group of each record, in grouped order
         view = memoryview(blob)
         groups = [b"".join([view[starts[i] : ends[i]] for i in order[group == g].tolist()]) for g in range(shards)]
         if self.compression == "gzip":
