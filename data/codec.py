@@ -192,7 +192,7 @@ def _layout(size, key_bytes, framed):  # pragma: no cover - compiled
         for f in range(count):
             offsets[r, f] = offset
             offset += 1 + _varint_size(entry[r, f]) + entry[r, f]
-        at += lengths[r] + (16 if framed else 0)
+        at += lengths[r] + (FRAME_OVERHEAD if framed else 0)
     return offsets, entry, feature, listed, starts, lengths, features, at
 
 
@@ -268,11 +268,6 @@ def crc32c(data: bytes) -> int:
     """CRC32C (Castagnoli) of ``data``: the checksum TFRecord files use (unmasked)."""
     array = np.frombuffer(bytes(data), np.uint8)
     return int(_crc32c(array, 0, len(array), _TABLES))
-
-
-def masked_crc32c(data: bytes) -> int:
-    """The masked CRC32C that TFRecord framing stores."""
-    return int(_masked(_crc32c(np.frombuffer(bytes(data), np.uint8), 0, len(data), _TABLES)))
 
 
 def _load_kernels() -> None:
