@@ -123,10 +123,12 @@ def plot_curves(history: list[dict], evaluations: list[dict], path: Path, title:
         eval_steps = [e["step"] for e in evaluations]
         for key in loss_keys:
             if key in evaluations[0]:
-                left.plot(eval_steps, [e[key] for e in evaluations], "o--", label=f"eval {_FORMATS.get(key, (key,))[0]}")
+                left.plot(eval_steps, [e[key] for e in evaluations], "o--",
+                          label=f"eval {_FORMATS.get(key, (key,))[0]}")
         for key in accuracy_keys:
             if key in evaluations[0]:
-                right.plot(eval_steps, [e[key] for e in evaluations], "o--", label=f"eval {_FORMATS.get(key, (key,))[0]}")
+                right.plot(eval_steps, [e[key] for e in evaluations], "o--",
+                           label=f"eval {_FORMATS.get(key, (key,))[0]}")
     left.set_title("loss")
     right.set_title("accuracy" if all(k.endswith("accuracy") for k in accuracy_keys) else "scores")
     for axis in (left, right):
@@ -139,3 +141,16 @@ def plot_curves(history: list[dict], evaluations: list[dict], path: Path, title:
     figure.savefig(path, dpi=100, metadata={"Software": None})
     plt.close(figure)
     return path
+
+
+def print_detail_table(detail: dict | None, name: str) -> None:
+    """Prints dev precision / recall / F1 / support by label or entity type (nothing when there are none)."""
+    if not detail:
+        return
+    table = Table(title=f"dev by {name}", title_justify="left")
+    for column in (name, "precision", "recall", "F1", "support"):
+        table.add_column(column, justify="left" if column == name else "right")
+    for label, scores in detail.items():
+        table.add_row(label, f"{scores['precision']:.2%}", f"{scores['recall']:.2%}", f"{scores['f1']:.2%}",
+                      f"{scores['support']:,}", style="bold" if label == "overall" else None)
+    console.stdout.print(table)

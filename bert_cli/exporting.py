@@ -74,12 +74,15 @@ def export_model(model_dir: Path, output: Path, max_seq_length: int | None = Non
     console.load_tensorflow()
     import tensorflow as tf
 
+    from bert_cli.runs import write_json
     from bert_cli.serving import ServingOptions, build_serving
     from data.textio import atomic_path
 
     module = build_serving(source, ServingOptions(max_seq_length, batch_size, all_layers))
     notes = []
-    if source.kind not in ("classify", "tag", "squad"):
+    from bert_cli.tasks import is_fine_tuned
+
+    if not is_fine_tuned(source.kind):
         notes.append(f"{model_dir} is not fine-tuned (task {source.kind!r}): only the preprocess/encode "
                      "signatures (a feature extractor) were exported, no serving_default")
     signatures = module.signatures()
@@ -101,7 +104,7 @@ def export_model(model_dir: Path, output: Path, max_seq_length: int | None = Non
             "assets": ["vocab.txt", "bert_config.json"],
             "signatures": loaded_signatures,
         }
-        (temporary / EXPORT_FILE).write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
+        write_json(temporary / EXPORT_FILE, description)
     return ExportResult(
         output=output, source=model_dir, task=source.kind, max_seq_length=module.max_seq_length,
         batch_size=batch_size, lowercase=module.tokenizer.lowercase, signatures=loaded_signatures, notes=notes,

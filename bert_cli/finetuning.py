@@ -1,38 +1,20 @@
-"""The fine-tuning runner every recipe shares (``bert finetune classify``, ``tag`` and ``squad``).
+"""The fine-tuning runner every task shares (``bert finetune classify``, ``tag`` and ``squad``).
 
-What differs between the recipes (files, features, head, loss, metrics,
-prediction files) is a :class:`Recipe`; everything else is here, once:
-
-* the starting point: ``--init MODEL_DIR`` (a pre-trained or same-task model
-  directory) or ``--model PRESET --vocab vocab.txt`` for a random-init baseline;
-* options checks, the output directory (refusing to mix runs, ``--overwrite``),
-  resume from ``OUTPUT/checkpoints`` by rerunning the same command;
-* training with :func:`bert_cli.training.run_loop` (every strategy, precision,
-  accumulation), the original schedule: AdamW, linear warmup over
-  ``--warmup-proportion`` of the steps, linear decay to 0;
-* evaluation on ``--dev`` after every epoch, the best model by ``--metric``
-  kept (``checkpoints/best-STEP.weights.h5``), optional early stopping;
-* the outputs: the model directory (``task.json`` written last, so it marks a
-  complete one), prediction files, ``finetune.json``, curves, TensorBoard logs.
-
-An epoch is ``ceil(train examples / (batch size x accumulation steps))``
-updates; the training stream is reshuffled and repeated, as the original's
-``run_classifier.py`` does, so an epoch sees each example about once.
+What differs between the tasks is a :class:`Recipe` (``bert_cli.tasks``); the
+starting point, checks, training, evaluation and outputs are here, once.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
-import shutil
 from pathlib import Path
 from typing import Callable, Protocol
 
+from bert_cli.commands.options import SCALE, START, TRAIN, option
 from bert_cli.errors import UserError
-from bert_cli.model_dir import RUN_FILE
-from bert_cli.training import PRECISIONS
+from bert_cli.runs import RUN_FILE, check_precision
 
 SUMMARY_FILE = "finetune.json"
 PROGRESS_FILE = "progress.json"
@@ -115,29 +97,35 @@ def model_inputs(batch) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class FinetuneOptions:
-    """The options every fine-tuning command shares (names as the CLI options)."""
+    """The options every fine-tuning command shares (names as the CLI options; each field declares its option)."""
 
-    output: Path
-    init: Path | None = None
-    model: str | None = None
-    vocab: Path | None = None
-    lowercase: bool | None = None
-    max_seq_length: int = 128
-    epochs: float = 3.0
-    learning_rate: float = 5e-5
-    batch_size: int = 32
-    warmup_proportion: float = 0.1
-    weight_decay: float = 0.01
-    accumulation_steps: int = 1
-    precision: str = "fp32"
-    jit: bool = False
-    strategy: str = "auto"
-    tpu: str | None = None
-    metric: str | None = None
-    early_stopping: int = 0
-    log_every: int = 0
-    seed: int = 12345
-    overwrite: bool = False
+    output: Path = option(help="Model directory to write (weights, task.json, predictions, curves).",
+                          flags=("--output", "-o"))
+    init: Path | None = option(None, help="Model directory to start from (bert pretrain / bert convert).",
+                               panel=START)
+    model: str | None = option(None, help="Random-init baseline: a preset (tiny, mini, base, L-4_H-256, ...) or "
+                               "bert_config.json; needs --vocab.", panel=START)
+    vocab: Path | None = option(None, help="vocab.txt for --model (with --init the model's own is used).",
+                                panel=START)
+    lowercase: bool | None = option(None, help="Casing of the tokenizer; default: as the model/vocabulary was "
+                                    "trained.", flags=("--lowercase/--cased",), panel=START, show_default=False)
+    max_seq_length: int = option(128, help="Longest input in word pieces, [CLS]/[SEP] included.", panel=TRAIN)
+    epochs: float = option(3.0, help="Passes over the training file (fractions allowed).", panel=TRAIN)
+    learning_rate: float = option(5e-5, help="Peak learning rate (the paper searched 2e-5 to 5e-5).", panel=TRAIN)
+    batch_size: int = option(32, help="Global batch size (all replicas together).", panel=TRAIN)
+    warmup_proportion: float = option(0.1, help="Share of the steps with linear learning-rate warmup.", panel=TRAIN)
+    weight_decay: float = option(0.01, help="Decoupled weight decay (never on LayerNorm and biases).", panel=TRAIN)
+    accumulation_steps: int = option(1, help="Micro-batches per update (gradient accumulation).", panel=TRAIN)
+    precision: str = option("fp32", help="fp32, mixed_bfloat16 or mixed_float16 (with loss scaling).", panel=SCALE)
+    jit: bool = option(False, help="Compile the step with XLA.", flags=("--jit/--no-jit",), panel=SCALE)
+    strategy: str = option("auto", help="auto, default, mirrored, multiworker (TF_CONFIG) or tpu.", panel=SCALE)
+    tpu: str | None = option(None, help="TPU name, or 'local' on a TPU VM.", panel=SCALE)
+    metric: str | None = option(None, help="Dev metric that picks the best epoch; default: the task's first.",
+                                panel=TRAIN)
+    early_stopping: int = option(0, help="Stop after N epochs without a better dev --metric (0: off).", panel=TRAIN)
+    log_every: int = option(0, help="Print metrics every N steps (0: five times an epoch).")
+    seed: int = option(12345, help="Random seed (initialisation, dropout, shuffling).", panel=TRAIN)
+    overwrite: bool = option(False, help="Start over in an --output that holds another run.")
 
 
 @dataclasses.dataclass
@@ -182,8 +170,7 @@ def check_options(options: FinetuneOptions) -> None:
         raise UserError(f"--early-stopping must be 0 (off) or a number of epochs, got {options.early_stopping}")
     if options.log_every < 0:
         raise UserError(f"--log-every must be 0 (automatic) or positive, got {options.log_every}")
-    if options.precision not in PRECISIONS:
-        raise UserError(f"--precision {options.precision!r}: use {', '.join(PRECISIONS)}")
+    check_precision(options.precision)
     if options.max_seq_length < 4:
         raise UserError(f"--max-seq-length must be at least 4, got {options.max_seq_length}")
 
@@ -255,20 +242,6 @@ def check_output(output: Path, overwrite: bool) -> None:
             f"--output {output}: is not empty and holds no fine-tuning run; choose a new directory "
             "(or pass --overwrite to replace the files a run writes there)"
         )
-
-
-def _write_json(path: Path, value) -> None:
-    from data.textio import atomic_path
-
-    with atomic_path(path) as temporary:
-        temporary.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 # ----------------------------------------------------------------------------
@@ -350,7 +323,7 @@ class Predictor:
 
 @dataclasses.dataclass
 class FinetuneTask:
-    """A :class:`bert_cli.training.Task` made of a recipe and the shared schedule; evaluates itself."""
+    """A :class:`bert_cli.training.Task` made of a recipe and the shared schedule; evaluates itself on dev."""
 
     recipe: object
     config: object
@@ -369,24 +342,17 @@ class FinetuneTask:
         return tuple(self.recipe.sums) + ("tokens",)
 
     def build(self):
-        import keras
-
+        from bert_cli.runs import model_dtype, with_loss_scaling
         from models.optimization import build_optimizer
 
-        dtype = None if self.precision == "fp32" else self.precision
-        model = self.recipe.build_model(self.config, dtype)
+        model = self.recipe.build_model(self.config, model_dtype(self.precision))
         optimizer = build_optimizer("adamw", self.learning_rate, self.train_steps, self.warmup_steps,
                                     self.weight_decay)
-        if self.precision == "mixed_float16":
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         self.model = model
-        return model, optimizer
+        return model, with_loss_scaling(optimizer, self.precision)
 
     def train_dataset(self, input_context):
         return self.train_input(input_context)
-
-    def eval_dataset(self, input_context):
-        return None
 
     def compute(self, model, batch, training: bool) -> dict:
         from keras import ops
@@ -403,25 +369,141 @@ class FinetuneTask:
 
 
 # ----------------------------------------------------------------------------
+# Best weights, early stopping and progress.json
+# ----------------------------------------------------------------------------
+
+
+class BestKeeper:
+    """The history of a run and its best dev evaluation, kept in ``checkpoints/progress.json``.
+
+    The best weights are saved as ``checkpoints/best-STEP.weights.h5`` (one
+    file, the older ones removed); ``progress.json`` records the history, the
+    evaluations, the best and whether the run stopped early, so a resumed run
+    picks up where the interrupted one was.
+    """
+
+    def __init__(self, checkpoints: Path, metric: str, is_chief: bool) -> None:
+        from bert_cli.runs import read_json
+
+        self.checkpoints, self.metric, self.is_chief = checkpoints, metric, is_chief
+        self.path = checkpoints / PROGRESS_FILE
+        self.saved = read_json(self.path, missing_ok=True) if (checkpoints / "checkpoint").is_file() else {}
+        self.stopped_early = self.saved.get("stopped_early")
+        self.history: list[dict] = []
+        self.evaluations: list[dict] = []
+        self.best: dict | None = None
+
+    def resume(self, step: int) -> None:
+        """Takes back what the interrupted run had recorded up to the checkpoint at ``step``."""
+        self.history = [h for h in self.saved.get("history", []) if h["step"] <= step]
+        self.evaluations = [e for e in self.saved.get("evaluations", []) if e["step"] <= step]
+        best = self.saved.get("best")
+        if best and best["step"] <= step and (self.checkpoints / best["file"]).is_file():
+            self.best = best
+
+    def save(self, stopped: int | None = None) -> None:
+        from bert_cli.runs import write_json
+
+        if self.is_chief:
+            write_json(self.path, {"history": self.history, "evaluations": self.evaluations, "best": self.best,
+                                   "stopped_early": stopped})
+
+    def log(self, metrics: dict) -> None:
+        self.history.append(metrics)
+        self.save()
+
+    def evaluation(self, step: int, metrics: dict, model) -> bool:
+        """Records a dev evaluation; True when it is the best so far (its weights are then saved)."""
+        self.evaluations.append(metrics)
+        value = metrics[self.metric]
+        if self.best is None or (value < self.best["value"] if self.metric in LOWER_IS_BETTER
+                                 else value > self.best["value"]):
+            self._save_best(step, metrics, model)
+            return True
+        return False
+
+    def epochs_since_best(self) -> int:
+        return sum(1 for e in self.evaluations if e["step"] > self.best["step"])
+
+    def _save_best(self, step: int, metrics: dict, model) -> None:
+        name = f"best-{step}.weights.h5"
+        if self.is_chief:
+            temporary = self.checkpoints / f".{name}.tmp.weights.h5"
+            model.save_weights(str(temporary))
+            temporary.replace(self.checkpoints / name)
+        self.best = {"step": step, "epoch": metrics["epoch"], "metric": self.metric, "value": metrics[self.metric],
+                     "file": name}
+        self.save()
+        if self.is_chief:
+            for path in self.checkpoints.glob("best-*.weights.h5"):
+                if path.name != name:
+                    path.unlink(missing_ok=True)
+
+    def load_best(self, model) -> None:
+        if self.best is not None:
+            model.load_weights(str(self.checkpoints / self.best["file"]))
+
+
+# ----------------------------------------------------------------------------
 # The run
 # ----------------------------------------------------------------------------
 
 
-def _better(metric: str, value: float, best: float | None) -> bool:
-    if best is None:
-        return True
-    return value < best if metric in LOWER_IS_BETTER else value > best
+@dataclasses.dataclass
+class Prepared:
+    """What a run is made of once its inputs are checked and featurised (before any training)."""
+
+    start: Start
+    metric: str
+    has_dev: bool
+    lowercase: bool
+    vocab_sha256: str
+    examples: int
+    steps_per_epoch: int
+    train_steps: int
 
 
 def run_finetuning(recipe: Recipe, options: FinetuneOptions) -> FinetuneResult:
-    """Fine-tunes ``recipe``'s task: checks everything, trains (or resumes), writes the model directory."""
-    from bert_cli import console, strategy as strategies
-    from bert_cli.display import plot_curves, training_display
-    from bert_cli.model_dir import prepare_run_output, write_model_dir
-    from bert_cli.training import LoopOptions, run_loop
+    """Fine-tunes ``recipe``'s task: checks everything, trains (or resumes), writes the model directory.
+
+    * the starting point: ``--init MODEL_DIR`` (a pre-trained or same-task model
+      directory) or ``--model PRESET --vocab vocab.txt`` for a random-init baseline;
+    * options checks, the output directory (refusing to mix runs, ``--overwrite``),
+      resume from ``OUTPUT/checkpoints`` by rerunning the same command;
+    * training with :func:`bert_cli.training.run_loop` (every strategy, precision,
+      accumulation), the original schedule: AdamW, linear warmup over
+      ``--warmup-proportion`` of the steps, linear decay to 0;
+    * evaluation on ``--dev`` after every epoch, the best model by ``--metric``
+      kept (``checkpoints/best-STEP.weights.h5``, :class:`BestKeeper`), optional early stopping;
+    * the outputs: the model directory (``task.json`` written last, so it marks a
+      complete one), prediction files, ``finetune.json``, curves, TensorBoard logs.
+
+    An epoch is ``ceil(train examples / (batch size x accumulation steps))``
+    updates; the training stream is reshuffled and repeated, as the original's
+    ``run_classifier.py`` does, so an epoch sees each example about once.
+    """
+    from bert_cli import strategy as strategies
 
     check_options(options)
-    output = Path(options.output)
+    start, metric, has_dev = _check_inputs(recipe, options)
+    # The strategy before any other TensorFlow work (multi-worker and TPU set-up require it).
+    distribution = strategies.resolve(options.strategy, options.tpu)
+    per_replica = distribution.per_replica_batch(options.batch_size)
+    run = _featurize(recipe, options, start, metric, has_dev)
+    if distribution.is_chief:
+        from bert_cli.runs import prepare_run_output
+
+        prediction_files = tuple(recipe.prediction_file(split) for split in ("dev", "test"))
+        prepare_run_output(Path(options.output), _signature(recipe, options, run), options.overwrite,
+                           _OUTPUT_NAMES + prediction_files)
+    keeper = BestKeeper(Path(options.output) / "checkpoints", metric, distribution.is_chief)
+    predictor = Predictor(distribution, recipe.outputs, per_replica * distribution.replicas)
+    result = _train(recipe, options, run, distribution, keeper, predictor)
+    return _finish(recipe, options, run, distribution, keeper, predictor, result)
+
+
+def _check_inputs(recipe: Recipe, options: FinetuneOptions) -> tuple[Start, str, bool]:
+    """Everything that needs no TensorFlow: the starting point, the files, ``--metric``, the output."""
     start = resolve_start(options, recipe)
     if options.max_seq_length > start.config.max_position_embeddings:
         raise UserError(f"--max-seq-length {options.max_seq_length} is more than the model's "
@@ -434,16 +516,13 @@ def run_finetuning(recipe: Recipe, options: FinetuneOptions) -> FinetuneResult:
     has_dev = recipe.files.get("dev") is not None
     if options.early_stopping and not has_dev:
         raise UserError("--early-stopping needs --dev: it stops when the dev metric stops improving")
-    prediction_files = tuple(recipe.prediction_file(split) for split in ("dev", "test"))
-    check_output(output, options.overwrite)
+    check_output(Path(options.output), options.overwrite)
+    return start, metric, has_dev
 
-    # The strategy before any other TensorFlow work (multi-worker and TPU set-up require it).
-    distribution = strategies.resolve(options.strategy, options.tpu)
-    per_replica = distribution.per_replica_batch(options.batch_size)
 
-    import keras
-    import tensorflow as tf
-
+def _featurize(recipe: Recipe, options: FinetuneOptions, start: Start, metric: str, has_dev: bool) -> Prepared:
+    """The vocabulary and casing checked against the model, the files featurised, the schedule counted."""
+    from bert_cli import console
     from data.tokenization import Tokenizer, Vocabulary, resolve_lowercase
 
     vocab = Vocabulary.load(start.vocab_path)
@@ -454,20 +533,20 @@ def run_finetuning(recipe: Recipe, options: FinetuneOptions) -> FinetuneResult:
     if start.lowercase is not None and options.lowercase is not None and options.lowercase != start.lowercase:
         console.warning(f"--init {options.init} was trained {'uncased' if start.lowercase else 'cased'}; "
                         f"fine-tuning {'uncased' if lowercase else 'cased'} as asked")
-    tokenizer = Tokenizer(vocab, lowercase)
-    recipe.featurize(tokenizer.encode, vocab, options.max_seq_length)
-    train_arrays = recipe.arrays("train")
-    examples = len(next(iter(train_arrays.values())))
-    update_batch = options.batch_size * options.accumulation_steps
-    steps_per_epoch = max(1, math.ceil(examples / update_batch))
+    recipe.featurize(Tokenizer(vocab, lowercase).encode, vocab, options.max_seq_length)
+    examples = len(next(iter(recipe.arrays("train").values())))
+    steps_per_epoch = max(1, math.ceil(examples / (options.batch_size * options.accumulation_steps)))
     train_steps = max(1, round(options.epochs * steps_per_epoch))
-    warmup_steps = int(train_steps * options.warmup_proportion)
+    return Prepared(start, metric, has_dev, lowercase, vocab.sha256, examples, steps_per_epoch, train_steps)
 
-    signature = {
+
+def _signature(recipe: Recipe, options: FinetuneOptions, run: Prepared) -> dict:
+    """What must match for a rerun to resume rather than clash (``--epochs`` may grow)."""
+    return {
         "task": recipe.task,
-        "config": start.config.to_dict(),
-        "vocab_sha256": vocab.sha256,
-        "lowercase": lowercase,
+        "config": run.start.config.to_dict(),
+        "vocab_sha256": run.vocab_sha256,
+        "lowercase": run.lowercase,
         "init": str(Path(options.init).resolve()) if options.init else f"random:{options.model}",
         "recipe": recipe.signature(),
         "batch_size": options.batch_size,
@@ -475,193 +554,179 @@ def run_finetuning(recipe: Recipe, options: FinetuneOptions) -> FinetuneResult:
         "max_seq_length": options.max_seq_length,
         "seed": options.seed,
     }
-    if distribution.is_chief:
-        prepare_run_output(output, signature, options.overwrite, _OUTPUT_NAMES + prediction_files)
-    checkpoints = output / "checkpoints"
-    progress_path = checkpoints / PROGRESS_FILE
-    progress = _read_json(progress_path) if (checkpoints / "checkpoint").is_file() else {}
-    stopped_early = progress.get("stopped_early")
-    loop_steps = min(train_steps, stopped_early) if stopped_early else train_steps
 
-    predictor = Predictor(distribution, recipe.outputs, per_replica * distribution.replicas)
-    dev_arrays = recipe.arrays("dev")
-    task = FinetuneTask(
-        recipe=recipe, config=start.config, learning_rate=options.learning_rate, train_steps=train_steps,
-        warmup_steps=warmup_steps, weight_decay=options.weight_decay, precision=options.precision,
-        train_input=train_input(train_arrays, per_replica * options.accumulation_steps,
-                                lambda: shuffle_seed["value"]),
-        on_evaluate=(lambda model: recipe.evaluate(predictor(model, dev_arrays))) if has_dev else None,
-    )
-    log_every = options.log_every or max(1, steps_per_epoch // 5)
-    loop = LoopOptions(
-        train_steps=loop_steps, accumulation_steps=options.accumulation_steps, jit=options.jit,
-        save_every=steps_per_epoch, keep=2, log_every=log_every, eval_every=steps_per_epoch if has_dev else 0,
-    )
+
+def _initializer(start: Start, init_option) -> Callable | None:
+    """Loads the starting weights into a fresh model: the whole model of the same task, else the encoder."""
+    if start.source is None:
+        return None
 
     def init(model) -> None:
-        if start.source is None:
-            return
         try:
             if start.whole_model:
                 model.load_weights(str(start.source.model_weights))
             else:
                 model.backbone.load_weights(str(start.source.encoder_weights))
         except (ValueError, OSError) as error:
-            raise UserError(f"--init {options.init}: its weights do not fit its bert_config.json ({error})") from None
+            raise UserError(f"--init {init_option}: its weights do not fit its bert_config.json ({error})") from None
 
+    return init
+
+
+def _task(recipe: Recipe, options: FinetuneOptions, run: Prepared, per_replica: int, seed,
+          predictor: Predictor) -> FinetuneTask:
+    """The recipe on the shared schedule, its shuffled training input, and its dev evaluation (with ``--dev``)."""
+    dev_arrays = recipe.arrays("dev")
+    return FinetuneTask(
+        recipe=recipe, config=run.start.config, learning_rate=options.learning_rate, train_steps=run.train_steps,
+        warmup_steps=int(run.train_steps * options.warmup_proportion), weight_decay=options.weight_decay,
+        precision=options.precision,
+        train_input=train_input(recipe.arrays("train"), per_replica * options.accumulation_steps, lambda: seed.value),
+        on_evaluate=(lambda model: recipe.evaluate(predictor(model, dev_arrays))) if run.has_dev else None,
+    )
+
+
+def _train(recipe: Recipe, options: FinetuneOptions, run: Prepared, distribution, keeper: BestKeeper,
+           predictor: Predictor):
+    """Trains (or resumes) to the end of the schedule or an early stop; returns the loop's result."""
+    import keras
+    import tensorflow as tf
+
+    from bert_cli import console
+    from bert_cli.display import training_display
+    from bert_cli.runs import ResumeSeed, SummaryWriters
+    from bert_cli.training import LoopOptions, run_loop
+
+    per_replica = distribution.per_replica_batch(options.batch_size)
+    seed = ResumeSeed(options.seed)
+    task = _task(recipe, options, run, per_replica, seed, predictor)
+    loop_steps = min(run.train_steps, keeper.stopped_early) if keeper.stopped_early else run.train_steps
+    loop = LoopOptions(
+        train_steps=loop_steps, accumulation_steps=options.accumulation_steps, jit=options.jit,
+        save_every=run.steps_per_epoch, keep=2, log_every=options.log_every or max(1, run.steps_per_epoch // 5),
+        eval_every=run.steps_per_epoch if run.has_dev else 0,
+    )
     keras.utils.set_random_seed(options.seed)
-    shuffle_seed = {"value": options.seed}
-    writers = {kind: tf.summary.create_file_writer(str(output / "logs" / kind)) for kind in ("train", "eval")} \
-        if distribution.is_chief else {}
-
-    def summaries(kind: str, step: int, metrics: dict) -> None:
-        if kind in writers:
-            with writers[kind].as_default(step=step):
-                for key, value in metrics.items():
-                    if key != "step":
-                        tf.summary.scalar(key, value)
-
-    state = {
-        "history": [],
-        "evaluations": [],
-        "best": None,
-    }
+    writers = SummaryWriters(Path(options.output) / "logs", distribution.is_chief)
 
     def on_resume(path: str, step: int) -> None:
-        shuffle_seed["value"] = options.seed + step
-        state["history"] = [h for h in progress.get("history", []) if h["step"] <= step]
-        state["evaluations"] = [e for e in progress.get("evaluations", []) if e["step"] <= step]
-        best = progress.get("best")
-        if best and best["step"] <= step and (checkpoints / best["file"]).is_file():
-            state["best"] = best
-        console.info(f"resuming from {path} at step {step:,} of {train_steps:,}")
-
-    def save_progress(stopped: int | None = None) -> None:
-        if distribution.is_chief:
-            _write_json(progress_path, {"history": state["history"], "evaluations": state["evaluations"],
-                                        "best": state["best"], "stopped_early": stopped})
+        seed.resume(step)
+        keeper.resume(step)
+        console.info(f"resuming from {path} at step {step:,} of {run.train_steps:,}")
 
     console.info(
-        f"[bold]{distribution.description}[/]; {examples:,} training {recipe.unit}, batch {update_batch} "
-        f"({per_replica} per replica x {distribution.replicas} x {options.accumulation_steps} accumulation), "
-        f"{steps_per_epoch:,} steps per epoch, {train_steps:,} steps"
+        f"[bold]{distribution.description}[/]; {run.examples:,} training {recipe.unit}, batch "
+        f"{options.batch_size * options.accumulation_steps} ({per_replica} per replica x {distribution.replicas} "
+        f"x {options.accumulation_steps} accumulation), {run.steps_per_epoch:,} steps per epoch, "
+        f"{run.train_steps:,} steps"
     )
     with training_display(loop_steps, 0, f"fine-tuning {recipe.task}") as display:
         def on_log(step: int, metrics: dict) -> None:
             display.log(step, metrics)
-            summaries("train", step, metrics)
-            state["history"].append(metrics)
-            save_progress()
+            writers.write("train", step, metrics)
+            keeper.log(metrics)
 
         def on_eval(step: int, metrics: dict) -> bool:
-            metrics["epoch"] = round(step / steps_per_epoch, 2)
+            metrics["epoch"] = round(step / run.steps_per_epoch, 2)
             display.evaluation(step, metrics)
-            summaries("eval", step, {k: v for k, v in metrics.items() if k != "epoch"})
-            state["evaluations"].append(metrics)
-            best = state["best"]
-            if _better(metric, metrics[metric], best["value"] if best else None):
-                if distribution.is_chief:
-                    name = f"best-{step}.weights.h5"
-                    temporary = checkpoints / f".{name}.tmp.weights.h5"
-                    task.model.save_weights(str(temporary))
-                    temporary.replace(checkpoints / name)
-                state["best"] = {"step": step, "epoch": metrics["epoch"], "metric": metric,
-                                 "value": metrics[metric], "file": f"best-{step}.weights.h5"}
-                save_progress()
-                _remove_old_best(checkpoints, state["best"]["file"], distribution.is_chief)
+            writers.write("eval", step, {k: v for k, v in metrics.items() if k != "epoch"})
+            if keeper.evaluation(step, metrics, task.model):
                 return False
-            patience = options.early_stopping
-            since_best = sum(1 for e in state["evaluations"] if e["step"] > state["best"]["step"])
-            stop = bool(patience) and since_best >= patience and step < train_steps
+            since_best = keeper.epochs_since_best()
+            stop = bool(options.early_stopping) and since_best >= options.early_stopping and step < run.train_steps
             if stop:
-                display.note(f"no better dev {metric} for {since_best} epoch(s): stopping early at step {step:,}")
-            save_progress(step if stop else None)
+                display.note(f"no better dev {run.metric} for {since_best} epoch(s): stopping early at step {step:,}")
+            keeper.save(step if stop else None)
             return stop
 
         try:
-            result = run_loop(task, distribution, loop, checkpoints, on_log=on_log, on_eval=on_eval,
-                              on_resume=on_resume, init=init)
+            result = run_loop(task, distribution, loop, keeper.checkpoints, on_log=on_log, on_eval=on_eval,
+                              on_resume=on_resume, init=_initializer(run.start, options.init))
         except tf.errors.ResourceExhaustedError as error:
             raise UserError(f"out of memory ({error.message.splitlines()[0][:120]}); lower --batch-size or "
                             "--max-seq-length, or use --accumulation-steps") from None
-    model = result.model
+    _say_already_trained(result, loop_steps, keeper.stopped_early)
+    return result
+
+
+def _say_already_trained(result, loop_steps: int, stopped_early: int | None) -> None:
     if result.start_step >= loop_steps and result.start_step > 0:
+        from bert_cli import console
+
         console.info(
             f"already trained to step {result.start_step:,}"
             + (f" (stopped early at {stopped_early:,})" if stopped_early else "")
             + "; pass --overwrite to train again" + ("" if stopped_early else " or raise --epochs")
         )
-    if result.stopped_early:
-        stopped_early = result.final_step
-    save_progress(stopped_early)
 
-    best = state["best"]
-    if best is not None:
-        model.load_weights(str(checkpoints / best["file"]))
-    files: dict[str, Path] = {}
-    dev_metrics = details = None
+
+def _finish(recipe: Recipe, options: FinetuneOptions, run: Prepared, distribution, keeper: BestKeeper,
+            predictor: Predictor, result) -> FinetuneResult:
+    """The best weights back, dev/test predicted and scored, every output file written (the task file last)."""
+    from bert_cli.runs import count_parameters
+
+    stopped_early = result.final_step if result.stopped_early else keeper.stopped_early
+    keeper.save(stopped_early)
+    model = result.model
+    keeper.load_best(model)
     outputs = {}
     for split in ("dev", "test"):
         arrays = recipe.arrays(split)
         if arrays is not None:
             outputs[split] = predictor(model, arrays)
-    if "dev" in outputs:
-        dev_metrics = recipe.evaluate(outputs["dev"])
-        details = recipe.details(outputs["dev"])
-    history, evaluations = state["history"], state["evaluations"]
+    dev_metrics = recipe.evaluate(outputs["dev"]) if "dev" in outputs else None
+    details = recipe.details(outputs["dev"]) if "dev" in outputs else None
+    files: dict[str, Path] = {}
     if distribution.is_chief:
-        from data.textio import atomic_path
-
-        for split, values in outputs.items():
-            path = output / recipe.prediction_file(split)
-            with atomic_path(path) as temporary:
-                recipe.write_predictions(split, values, temporary)
-            files[f"{split} predictions"] = path
-        curves = plot_curves(history, evaluations, output / CURVES_FILE, f"fine-tuning {recipe.task}")
-        if curves:
-            files["curves"] = curves
-        task_file = {
-            "task": recipe.task,
-            **recipe.task_file(),
-            "max_seq_length": options.max_seq_length,
-            "lowercase": lowercase,
-            "metric": {"name": metric, **({"value": dev_metrics[metric], "step": best["step"]}
-                                          if dev_metrics and best else {})},
-        }
-        _write_json(output / SUMMARY_FILE, {
-            "task": recipe.task,
-            "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(options).items()},
-            "init": start.description,
-            "steps_per_epoch": steps_per_epoch,
-            "train_steps": train_steps,
-            "final_step": result.final_step,
-            "stopped_early": stopped_early,
-            "best": best,
-            "dev": dev_metrics,
-            "details": details,
-            "history": history,
-            "evaluations": evaluations,
-        })
-        # The task file last: its presence marks a complete model directory.
-        write_model_dir(output, start.config, start.vocab_path, model.backbone, model, task_file)
-    parameters = int(sum(int(tf.size(v)) for v in model.weights))
+        files = _write_outputs(recipe, options, run, keeper, model, outputs, dev_metrics, details,
+                               result.final_step, stopped_early)
+    best, history = keeper.best, keeper.history
     return FinetuneResult(
-        output=output, config=start.config, parameters=parameters, init=start.description,
-        distribution_description=distribution.description, start_step=result.start_step,
-        final_step=result.final_step, train_steps=train_steps, steps_per_epoch=steps_per_epoch,
-        resumed_from=result.resumed_from, stopped_early=stopped_early, metric=metric, best=best,
-        dev=dev_metrics, details=details, final_train=history[-1] if history else {}, files=files,
-        rows=recipe.describe(), seconds=result.seconds,
+        output=Path(options.output), config=run.start.config, parameters=count_parameters(model),
+        init=run.start.description, distribution_description=distribution.description,
+        start_step=result.start_step, final_step=result.final_step, train_steps=run.train_steps,
+        steps_per_epoch=run.steps_per_epoch, resumed_from=result.resumed_from, stopped_early=stopped_early,
+        metric=run.metric, best=best, dev=dev_metrics, details=details,
+        final_train=history[-1] if history else {}, files=files, rows=recipe.describe(), seconds=result.seconds,
     )
 
 
-def _remove_old_best(checkpoints: Path, keep: str, is_chief: bool) -> None:
-    if not is_chief:
-        return
-    for path in checkpoints.glob("best-*.weights.h5"):
-        if path.name != keep:
-            path.unlink(missing_ok=True)
+def _write_outputs(recipe: Recipe, options: FinetuneOptions, run: Prepared, keeper: BestKeeper, model,
+                   outputs: dict, dev_metrics: dict | None, details: dict | None, final_step: int,
+                   stopped_early: int | None) -> dict[str, Path]:
+    """Prediction files, curves, ``finetune.json`` and the model directory (``task.json`` last)."""
+    from bert_cli.display import plot_curves
+    from bert_cli.model_dir import write_model_dir
+    from bert_cli.runs import options_json, write_json
+    from data.textio import atomic_path
 
+    output, best = Path(options.output), keeper.best
+    files: dict[str, Path] = {}
+    for split, values in outputs.items():
+        path = output / recipe.prediction_file(split)
+        with atomic_path(path) as temporary:
+            recipe.write_predictions(split, values, temporary)
+        files[f"{split} predictions"] = path
+    curves = plot_curves(keeper.history, keeper.evaluations, output / CURVES_FILE, f"fine-tuning {recipe.task}")
+    if curves:
+        files["curves"] = curves
+    task_file = {
+        "task": recipe.task,
+        **recipe.task_file(),
+        "max_seq_length": options.max_seq_length,
+        "lowercase": run.lowercase,
+        "metric": {"name": run.metric, **({"value": dev_metrics[run.metric], "step": best["step"]}
+                                          if dev_metrics and best else {})},
+    }
+    write_json(output / SUMMARY_FILE, {
+        "task": recipe.task, "options": options_json(options), "init": run.start.description,
+        "steps_per_epoch": run.steps_per_epoch, "train_steps": run.train_steps, "final_step": final_step,
+        "stopped_early": stopped_early, "best": best, "dev": dev_metrics, "details": details,
+        "history": keeper.history, "evaluations": keeper.evaluations,
+    })
+    # The task file last: its presence marks a complete model directory.
+    write_model_dir(output, run.start.config, run.start.vocab_path, model.backbone, model, task_file)
+    return files
 
 
 def file_sha256(path: Path) -> str:

@@ -20,7 +20,20 @@ from typer.core import TyperGroup
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from bert_cli import __version__, console
-from bert_cli.commands import convert, corpus, demo, export, finetune as finetune_commands, inspect, make_data, predict, pretrain, score, tokenize, vocab
+from bert_cli.commands import (
+    convert,
+    corpus,
+    demo,
+    export,
+    inspect,
+    make_data,
+    predict,
+    pretrain,
+    score,
+    tokenize,
+    vocab,
+)
+from bert_cli.commands import finetune as finetune_commands
 from bert_cli.errors import UserError
 from data.errors import DataError
 from models.errors import ModelError
@@ -125,7 +138,11 @@ finetune.command("squad")(finetune_commands.squad_command)
 finetune.command("classify")(finetune_commands.classify_command)
 finetune.command("tag")(finetune_commands.tag_command)
 app.add_typer(finetune)
-score_app = typer.Typer(name="score", help="Score predictions as the official evaluation scripts do: squad.", no_args_is_help=True)
+score_app = typer.Typer(
+    name="score",
+    help="Score predictions as the official evaluation scripts do: squad.",
+    no_args_is_help=True,
+)
 score_app.command("squad")(score.squad_command)
 app.add_typer(score_app)
 app.command("export")(export.export_command)

@@ -31,6 +31,7 @@ import shutil
 from pathlib import Path
 
 from bert_cli.errors import UserError
+from bert_cli.runs import write_json
 
 CONFIG_FILE = "bert_config.json"
 VOCAB_FILE = "vocab.txt"
@@ -149,39 +150,4 @@ def write_model_dir(path: Path, config, vocab_path: Path, encoder, model, task: 
         temporary = path / f".{target}.tmp.weights.h5"
         weights.save_weights(str(temporary))
         temporary.replace(path / target)
-    (path / TASK_FILE).write_text(json.dumps(task, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
-RUN_FILE = "run.json"
-
-
-def prepare_run_output(output: Path, signature: dict, overwrite: bool, names: tuple[str, ...]) -> None:
-    """Readies ``output`` for a training run described by ``signature``.
-
-    A rerun with the same signature resumes; a different one is refused unless
-    ``overwrite``, which deletes the ``names`` a run writes there (and nothing
-    else). The signature is recorded in ``run.json``.
-    """
-    if output.exists() and not output.is_dir():
-        raise UserError(f"--output {output}: exists and is not a directory")
-    run_file = output / RUN_FILE
-    if run_file.is_file() and not overwrite:
-        try:
-            previous = json.loads(run_file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            previous = {}
-        if previous != signature:
-            changed = sorted(k for k in signature if previous.get(k) != signature[k])
-            raise UserError(
-                f"--output {output}: holds a run with a different {', '.join(changed) or 'setup'}; "
-                "pass --overwrite to start over or choose another directory"
-            )
-    if overwrite and output.is_dir():
-        for name in names + (RUN_FILE,):
-            target = output / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    output.mkdir(parents=True, exist_ok=True)
-    run_file.write_text(json.dumps(signature, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_json(path / TASK_FILE, task, sort_keys=True)

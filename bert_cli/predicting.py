@@ -5,13 +5,9 @@ bert_cli.serving): built in process from a model directory, or loaded from an
 export with ``tf.saved_model.load``. So a model directory and its export give
 the same answers, and what ``bert predict`` shows is what a server would.
 
-Inputs, by task (the fields each example needs):
-
-    classify       text (+ text_pair for a pair model)
-    tag            text (its whitespace-separated words are tagged)
-    squad          question, context
-
-from arguments, from ``--input FILE`` or from standard input:
+Inputs: the fields each example needs, by task (``predict_fields`` of the
+task's module: classify ``text`` (+ ``text_pair``), tag ``text``, squad
+``question`` and ``context``), from arguments, from ``--input FILE`` or from standard input:
 
 * ``.jsonl``: one JSON object per line with those keys (``sentence``/``sentence1``/
   ``sentence2`` and the training file's column names are understood too; for
@@ -35,7 +31,6 @@ from typing import Callable, Iterable, Iterator
 from bert_cli.errors import UserError
 from data.errors import DataError
 
-FIELDS = {"classify": ("text",), "tag": ("text",), "squad": ("question", "context")}
 # Other names a field may have in a JSON object or a header row.
 ALIASES = {"text": ("text", "sentence", "sentence1"), "text_pair": ("text_pair", "sentence2"),
            "question": ("question",), "context": ("context",)}
@@ -61,9 +56,15 @@ class Target:
         return self.description["task"]
 
     @property
+    def module(self):
+        """The task's module (:mod:`bert_cli.tasks`): its input fields, records and table."""
+        from bert_cli.tasks import task_module
+
+        return task_module(self.task, f"TARGET {self.path}")
+
+    @property
     def fields(self) -> tuple[str, ...]:
-        fields = FIELDS[self.task]
-        return fields + (("text_pair",) if self.task == "classify" and self.description.get("pair") else ())
+        return self.module.predict_fields(self.description)
 
 
 def open_target(path: str | Path) -> Target:
@@ -88,8 +89,10 @@ def open_target(path: str | Path) -> Target:
         return Target(path, "export", description, _caller(function), description.get("batch_size"))
     if source_kind(path) != "model":
         raise UserError(f"TARGET {path}: neither a model directory (bert finetune) nor an export (bert export)")
+    from bert_cli.tasks import is_fine_tuned
+
     model_dir = read_model_dir(path, "TARGET")
-    if model_dir.kind not in FIELDS:
+    if not is_fine_tuned(model_dir.kind):
         raise UserError(f"TARGET {path}: is not fine-tuned (task {model_dir.kind!r}); bert predict needs a model "
                         "from bert finetune classify / tag / squad")
     console.load_tensorflow()
@@ -273,33 +276,18 @@ def from_arguments(fields: tuple[str, ...], texts: list[str], pairs: list[str], 
 # ----------------------------------------------------------------------------
 
 
-def _string(value) -> str:
+def text_of(value) -> str:
+    """A string output of a signature (bytes from TensorFlow) as text."""
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def records(target: Target, examples: list[dict], outputs: dict) -> list[dict]:
     """One JSON-ready result per example: its inputs (not a SQuAD context) and the model's answer."""
-    task, description = target.task, target.description
+    module, description = target.module, target.description
     results = []
     for index, example in enumerate(examples):
         record = {key: value for key, value in example.items() if key != "context"}
-        if task == "classify" and description.get("regression"):
-            record["score"] = round(float(outputs["score"][index]), 6)
-        elif task == "classify":
-            record["label"] = _string(outputs["label"][index])
-            record["probabilities"] = {label: round(float(p), 6)
-                                       for label, p in zip(description["labels"], outputs["probabilities"][index])}
-        elif task == "tag":
-            count = int(outputs["num_words"][index])
-            record["words"] = [_string(w) for w in outputs["words"][index][:count]]
-            record["tags"] = [_string(t) for t in outputs["tags"][index][:count]]
-        else:
-            record["answer"] = _string(outputs["answer"][index])
-            record["start_char"] = int(outputs["start_char"][index])
-            record["end_char"] = int(outputs["end_char"][index])
-            record["score"] = round(float(outputs["score"][index]), 6)
-            if "is_impossible" in outputs:
-                record["is_impossible"] = bool(outputs["is_impossible"][index])
+        record.update(module.prediction_record(description, outputs, index))
         results.append(record)
     return results
 

@@ -1,12 +1,24 @@
-"""Pre-training as a :class:`bert_cli.training.Task`: the model, its inputs and its metrics."""
+"""``bert pretrain``: pre-training objectives as :class:`bert_cli.training.Task` s, and the run around them.
+
+Masked LM (+ next-sentence prediction) is :class:`PretrainTask`;
+:func:`run_pretraining` checks the records and options, trains (or resumes)
+and writes the model directory.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+import json
+from pathlib import Path
+from typing import Callable, List, Optional
+
+from bert_cli.commands.options import SCALE, argument, as_tuple, option
+from bert_cli.errors import UserError
 
 # Additive quantities per batch, summed over micro-batches, replicas and steps.
 PRETRAIN_SUMS = ("loss", "mlm_loss", "mlm_correct", "mlm_weight", "nsp_loss", "nsp_correct", "examples", "tokens")
+SUMMARY_FILE = "pretrain.json"
+CURVES_FILE = "training_curves.png"
 
 
 @dataclasses.dataclass
@@ -23,7 +35,8 @@ class PretrainTask:
             record features (``input_ids``, ``input_mask``, ``segment_ids``,
             ``masked_lm_positions``, ``masked_lm_ids``, ``masked_lm_weights``,
             ``next_sentence_labels``).
-        eval_input: The same for held-out records (finite), or None.
+        evaluator: Held-out metrics of a model (a :class:`bert_cli.training.SumEvaluator` over
+            held-out records), or None.
     """
 
     config: object
@@ -32,36 +45,28 @@ class PretrainTask:
     train_steps: int
     warmup_steps: int
     train_input: Callable
-    eval_input: Callable | None = None
+    evaluator: Callable | None = None
     weight_decay: float = 0.01
     next_sentence: bool = True
     precision: str = "fp32"
     sums: tuple[str, ...] = PRETRAIN_SUMS
 
-    @property
-    def has_eval(self) -> bool:
-        return self.eval_input is not None
-
     def build(self):
-        import keras
-
+        from bert_cli.runs import model_dtype, with_loss_scaling
         from models.optimization import build_optimizer
         from models.pretraining import build_pretrainer
 
-        dtype = None if self.precision == "fp32" else self.precision
-        model = build_pretrainer(self.config, next_sentence=self.next_sentence, dtype=dtype)
+        model = build_pretrainer(self.config, next_sentence=self.next_sentence, dtype=model_dtype(self.precision))
         optimizer = build_optimizer(
             self.optimizer, self.learning_rate, self.train_steps, self.warmup_steps, self.weight_decay
         )
-        if self.precision == "mixed_float16":
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        return model, optimizer
+        return model, with_loss_scaling(optimizer, self.precision)
 
     def train_dataset(self, input_context):
         return self.train_input(input_context)
 
-    def eval_dataset(self, input_context):
-        return self.eval_input(input_context)
+    def evaluate(self, model) -> dict | None:
+        return self.evaluator(model) if self.evaluator else None
 
     def compute(self, model, batch, training: bool) -> dict:
         import tensorflow as tf
@@ -104,47 +109,50 @@ class PretrainTask:
 # The `bert pretrain` run: inputs checked, model directory written.
 # ----------------------------------------------------------------------------
 
-import json  # noqa: E402
-import shutil  # noqa: E402
-from pathlib import Path  # noqa: E402
 
-from bert_cli.errors import UserError  # noqa: E402
-
+_OPT, _RUN = "Optimisation", "Checkpoints and logging"
 
 
 @dataclasses.dataclass(frozen=True)
 class PretrainOptions:
-    """Everything ``bert pretrain`` was asked to do (names as the CLI options)."""
+    """Everything ``bert pretrain`` was asked to do (names as the CLI options; each field declares its option)."""
 
-    inputs: tuple[str, ...]
-    output: Path
-    model: str = "base"
-    vocab: Path | None = None
-    batch_size: int = 32
-    train_steps: int = 100_000
-    warmup_steps: int = 10_000
-    learning_rate: float = 5e-5
-    optimizer: str = "adamw"
-    weight_decay: float = 0.01
-    accumulation_steps: int = 1
-    precision: str = "fp32"
-    jit: bool = False
-    steps_per_execution: int = 1
-    save_every: int = 1000
-    keep: int = 3
-    log_every: int = 100
-    eval_input: tuple[str, ...] = ()
-    eval_every: int = 0
-    eval_batches: int = 100
-    dynamic_masking: bool = False
-    whole_word_mask: bool = False
-    masked_lm_prob: float = 0.15
-    no_nsp: bool = False
-    strategy: str = "auto"
-    tpu: str | None = None
-    init_checkpoint: Path | None = None
-    seed: int = 12345
-    overwrite: bool = False
+    inputs: tuple[str, ...] = argument(
+        help="Record files, globs or directories from bert make-data (or the original script).",
+        cli_type=List[str], parse=as_tuple)
+    output: Path = option(help="Model directory to write (checkpoints, weights, logs, curves).",
+                          flags=("--output", "-o"))
+    model: str = option("base", help="Preset (tiny, mini, small, medium, base, large, L-4_H-256, ...) or a "
+                        "bert_config.json.")
+    vocab: Path | None = option(None, help="vocab.txt; default: the one named in the records' manifest.")
+    batch_size: int = option(32, help="Global batch size (all replicas together).")
+    train_steps: int = option(100_000, help="Optimizer updates in the whole run.", panel=_OPT)
+    warmup_steps: int = option(10_000, help="Updates of linear learning-rate warmup.", panel=_OPT)
+    learning_rate: float = option(5e-5, help="Peak learning rate.", panel=_OPT)
+    optimizer: str = option("adamw", help="adamw or lamb (large batches).", panel=_OPT)
+    weight_decay: float = option(0.01, help="Decoupled weight decay (never on LayerNorm and biases).", panel=_OPT)
+    accumulation_steps: int = option(1, help="Micro-batches per update (gradient accumulation).", panel=_OPT)
+    precision: str = option("fp32", help="fp32, mixed_bfloat16 or mixed_float16 (with loss scaling).", panel=_OPT)
+    jit: bool = option(False, help="Compile the step with XLA.", flags=("--jit/--no-jit",), panel=_OPT)
+    steps_per_execution: int = option(1, help="Steps per tf.function call (TPUs like 100+).", panel=_OPT)
+    dynamic_masking: bool = option(False, help="Re-mask every time an example is read (RoBERTa).")
+    whole_word_mask: bool = option(False, help="With --dynamic-masking: mask whole words.")
+    masked_lm_prob: float = option(0.15, help="With --dynamic-masking: share of tokens to predict.")
+    no_nsp: bool = option(False, help="Masked LM only (no next-sentence head or loss).", flags=("--no-nsp",))
+    tpu: str | None = option(None, help="TPU name, or 'local' on a TPU VM.", panel=SCALE)
+    strategy: str = option("auto", help="auto, default, mirrored, multiworker (TF_CONFIG) or tpu.", panel=SCALE)
+    save_every: int = option(1000, help="Checkpoint every N steps.", panel=_RUN)
+    keep: int = option(3, help="Checkpoints to keep.", panel=_RUN)
+    log_every: int = option(100, help="Print and log metrics every N steps.", panel=_RUN)
+    eval_input: tuple[str, ...] = option((), help="Held-out records to evaluate on.", panel=_RUN,
+                                         cli_type=Optional[List[str]], parse=as_tuple, cli_default=None)
+    eval_every: int = option(0, help="Evaluate every N steps (default: at the end).", panel=_RUN)
+    eval_batches: int = option(100, help="Batches of held-out records per evaluation.", panel=_RUN)
+    init_checkpoint: Path | None = option(
+        None, help="Start from these weights with a fresh optimizer: a model directory, an original BERT "
+        "checkpoint directory or a keras-hub preset.")
+    seed: int = option(12345, help="Random seed (initialisation, shuffling, masking).")
+    overwrite: bool = option(False, help="Start over in an --output that holds another run.")
 
 
 @dataclasses.dataclass
@@ -190,7 +198,8 @@ def inspect_records(patterns, option: str = "INPUT") -> RecordsInfo:
                    "masked_lm_weights"} - set(features)
         if missing:
             raise UserError(
-                f"{name}: not pre-training records (missing {', '.join(sorted(missing))}); make them with bert make-data"
+                f"{name}: not pre-training records (missing {', '.join(sorted(missing))}); "
+                "make them with bert make-data"
             )
         shapes.add((len(features["input_ids"].int64_list.value), len(features["masked_lm_ids"].int64_list.value)))
         has_nsp.add("next_sentence_labels" in features)
@@ -278,42 +287,66 @@ class PretrainResult:
 
 def run_pretraining(options: PretrainOptions) -> PretrainResult:
     """Runs ``bert pretrain``: checks inputs, trains (or resumes), writes the model directory."""
-    from bert_cli import console, strategy as strategies
-    from bert_cli.display import plot_curves, training_display
-    from bert_cli.model_dir import prepare_run_output, write_model_dir
-    from bert_cli.training import LoopOptions, run_loop
+    from bert_cli import strategy as strategies
+    from bert_cli.runs import check_precision, prepare_run_output
 
+    _check_options(options)
+    # The strategy first: multi-worker and TPU set-up must precede other TensorFlow work.
+    distribution = strategies.resolve(options.strategy, options.tpu)
+    distribution.per_replica_batch(options.batch_size)
+    check_precision(options.precision)
+    inputs = _check_inputs(options)
+    if distribution.is_chief:
+        prepare_run_output(options.output, _run_signature(options, inputs.config, inputs.vocab.sha256),
+                           options.overwrite, ("checkpoints", "logs", "model.weights.h5", "encoder.weights.h5",
+                                               "task.json", SUMMARY_FILE, CURVES_FILE))
+    result = _train(options, inputs, distribution)
+    curves = _write_outputs(options, inputs, result) if distribution.is_chief else None
+    from bert_cli.runs import count_parameters
+
+    return PretrainResult(
+        output=options.output, config=inputs.config, records=inputs.records,
+        distribution_description=distribution.description, start_step=result.start_step,
+        final_step=result.final_step, resumed_from=result.resumed_from,
+        final_metrics=result.history[-1] if result.history else {},
+        evaluation=result.evaluations[-1] if result.evaluations else None, curves=curves, seconds=result.seconds,
+        parameters=count_parameters(result.model),
+    )
+
+
+def _check_options(options: PretrainOptions) -> None:
     for name in ("batch_size", "train_steps", "accumulation_steps", "steps_per_execution", "log_every",
                  "save_every", "keep", "eval_batches"):
         if getattr(options, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(options, name)}")
     if not 0.0 < options.masked_lm_prob < 1.0:
         raise UserError(f"--masked-lm-prob must be between 0 and 1, got {options.masked_lm_prob}")
-    # The strategy first: multi-worker and TPU set-up must precede other TensorFlow work.
-    distribution = strategies.resolve(options.strategy, options.tpu)
-    per_replica = distribution.per_replica_batch(options.batch_size)
-    from bert_cli.training import PRECISIONS
 
-    if options.precision not in PRECISIONS:
-        raise UserError(f"--precision {options.precision!r}: use fp32, mixed_bfloat16 or mixed_float16")
 
-    import tensorflow as tf
+@dataclasses.dataclass
+class PretrainInputs:
+    """The checked inputs of a run: records, vocabulary, config."""
 
-    from data.pretraining_input import DynamicMasking, pretraining_dataset
+    records: RecordsInfo
+    eval_records: RecordsInfo | None
+    vocab_path: Path
+    vocab: object  # data.tokenization.Vocabulary
+    config: object  # models.config.BertConfig
+    next_sentence: bool
+
+    @property
+    def lowercase(self) -> bool | None:
+        return (self.records.manifest or {}).get("lowercase")
+
+
+def _check_inputs(options: PretrainOptions) -> PretrainInputs:
+    """The records (and held-out records), their vocabulary and the model's config, checked against each other."""
     from data.tokenization import Vocabulary
 
     records = inspect_records(options.inputs)
-    manifest = records.manifest or {}
-    vocab_path = options.vocab
-    if vocab_path is None:
-        recorded = manifest.get("vocab_file")
-        candidates = [Path(recorded)] if recorded else []
-        candidates += [Path(records.files[0]).parent / "vocab.txt"]
-        vocab_path = next((c for c in candidates if c.is_file()), None)
-        if vocab_path is None:
-            raise UserError("--vocab is needed: the records' manifest names no vocabulary file that exists here")
+    vocab_path = _vocab_path(options, records)
     vocab = Vocabulary.load(vocab_path)
-    recorded_sha = manifest.get("vocab_sha256")
+    recorded_sha = (records.manifest or {}).get("vocab_sha256")
     if recorded_sha and recorded_sha != vocab.sha256:
         raise UserError(
             f"--vocab {vocab_path}: differs from the vocabulary the records were made with "
@@ -328,19 +361,35 @@ def run_pretraining(options: PretrainOptions) -> PretrainResult:
     next_sentence = not options.no_nsp
     if next_sentence and not records.next_sentence:
         raise UserError("the records have no next_sentence_labels (made with --no-nsp); pass --no-nsp")
-
     eval_records = inspect_records(options.eval_input, "--eval-input") if options.eval_input else None
     if eval_records and (eval_records.max_seq_length, eval_records.max_predictions) != (
         records.max_seq_length, records.max_predictions
     ):
-        raise UserError("--eval-input records have a different max_seq_length or max_predictions than the training records")
+        raise UserError("--eval-input records have a different max_seq_length or max_predictions than the "
+                        "training records")
+    return PretrainInputs(records, eval_records, Path(vocab_path), vocab, config, next_sentence)
 
-    signature = _run_signature(options, config, vocab.sha256)
-    if distribution.is_chief:
-        prepare_run_output(options.output, signature, options.overwrite, (
-            "checkpoints", "logs", "model.weights.h5", "encoder.weights.h5", "task.json", "pretrain.json",
-            "training_curves.png"))
 
+def _vocab_path(options: PretrainOptions, records: RecordsInfo) -> Path:
+    """``--vocab``, else the vocabulary the records' manifest names (or one beside the records)."""
+    if options.vocab is not None:
+        return options.vocab
+    recorded = (records.manifest or {}).get("vocab_file")
+    candidates = [Path(recorded)] if recorded else []
+    candidates += [Path(records.files[0]).parent / "vocab.txt"]
+    vocab_path = next((c for c in candidates if c.is_file()), None)
+    if vocab_path is None:
+        raise UserError("--vocab is needed: the records' manifest names no vocabulary file that exists here")
+    return vocab_path
+
+
+def _task(options: PretrainOptions, inputs: PretrainInputs, distribution, seed) -> PretrainTask:
+    """The MLM (+ NSP) task with its training input and, with ``--eval-input``, its held-out evaluator."""
+    from bert_cli.training import SumEvaluator
+    from data.pretraining_input import DynamicMasking, pretraining_dataset
+
+    vocab, records = inputs.vocab, inputs.records
+    per_replica = distribution.per_replica_batch(options.batch_size)
     masking = None
     if options.dynamic_masking:
         masking = DynamicMasking(
@@ -349,130 +398,108 @@ def run_pretraining(options: PretrainOptions) -> PretrainResult:
             continuation_ids=tuple(i for i, t in enumerate(vocab.tokens) if t.startswith("##")),
             whole_word=options.whole_word_mask,
         )
-    micro_batch = per_replica * options.accumulation_steps
-    # A resumed run shuffles with another seed so it does not replay the data it already saw.
-    shuffle_seed = {"value": options.seed}
 
     def train_input(context):
         return pretraining_dataset(
-            records.files, records.max_seq_length, records.max_predictions, micro_batch,
-            next_sentence=next_sentence, seed=shuffle_seed["value"], input_context=context,
-            dynamic_masking=masking,
+            records.files, records.max_seq_length, records.max_predictions, per_replica * options.accumulation_steps,
+            next_sentence=inputs.next_sentence, seed=seed.value, input_context=context, dynamic_masking=masking,
         )
 
     def eval_input(context):
         return pretraining_dataset(
-            eval_records.files, records.max_seq_length, records.max_predictions, per_replica,
-            training=False, next_sentence=next_sentence, input_context=context,
+            inputs.eval_records.files, records.max_seq_length, records.max_predictions, per_replica,
+            training=False, next_sentence=inputs.next_sentence, input_context=context,
         ).take(options.eval_batches)
 
     task = PretrainTask(
-        config=config, optimizer=options.optimizer, learning_rate=options.learning_rate,
-        train_steps=options.train_steps, warmup_steps=options.warmup_steps,
-        train_input=train_input, eval_input=eval_input if eval_records else None,
-        weight_decay=options.weight_decay, next_sentence=next_sentence, precision=options.precision,
+        config=inputs.config, optimizer=options.optimizer, learning_rate=options.learning_rate,
+        train_steps=options.train_steps, warmup_steps=options.warmup_steps, train_input=train_input,
+        weight_decay=options.weight_decay, next_sentence=inputs.next_sentence, precision=options.precision,
     )
+    if inputs.eval_records:
+        task.evaluator = SumEvaluator(distribution, task.compute, task.summarize, task.sums, eval_input)
+    return task
+
+
+def _train(options: PretrainOptions, inputs: PretrainInputs, distribution):
+    """Trains (or resumes) to ``--train-steps``, showing progress and writing TensorBoard logs."""
+    import keras
+    import tensorflow as tf
+
+    from bert_cli import console
+    from bert_cli.display import training_display
+    from bert_cli.runs import ResumeSeed, SummaryWriters
+    from bert_cli.training import LoopOptions, run_loop
+
+    seed = ResumeSeed(options.seed)
+    task = _task(options, inputs, distribution, seed)
     loop = LoopOptions(
         train_steps=options.train_steps, steps_per_execution=options.steps_per_execution,
         accumulation_steps=options.accumulation_steps, jit=options.jit, save_every=options.save_every,
         keep=options.keep, log_every=options.log_every,
-        eval_every=(options.eval_every or options.train_steps) if eval_records else 0,
+        eval_every=(options.eval_every or options.train_steps) if inputs.eval_records else 0,
     )
-
-    init = None
-    if options.init_checkpoint is not None:
-        init = _initializer(options.init_checkpoint, config, manifest.get("lowercase"))
-
-    import keras
-
+    init = _initializer(options.init_checkpoint, inputs.config, inputs.lowercase) \
+        if options.init_checkpoint is not None else None
     keras.utils.set_random_seed(options.seed)
-    logs = options.output / "logs"
-    writers = {
-        "train": tf.summary.create_file_writer(str(logs / "train")),
-        "eval": tf.summary.create_file_writer(str(logs / "eval")),
-    } if distribution.is_chief else {}
-
-    def write_summaries(kind: str, step: int, metrics: dict) -> None:
-        if kind in writers:
-            with writers[kind].as_default(step=step):
-                for key, value in metrics.items():
-                    if key != "step":
-                        tf.summary.scalar(key, value)
-
+    writers = SummaryWriters(options.output / "logs", distribution.is_chief)
+    records = inputs.records
     console.info(f"[bold]{distribution.description}[/]; global batch {options.batch_size} "
-                 f"({per_replica} per replica x {options.accumulation_steps} accumulation), "
+                 f"({distribution.per_replica_batch(options.batch_size)} per replica x "
+                 f"{options.accumulation_steps} accumulation), "
                  f"records T={records.max_seq_length} P={records.max_predictions}, {len(records.files)} file(s)")
 
     def on_resume(path: str, step: int) -> None:
-        shuffle_seed["value"] = options.seed + step
+        seed.resume(step)
         console.info(f"resuming from {path} at step {step:,} of {options.train_steps:,}")
 
     with training_display(options.train_steps, 0, "pre-training") as display:
         def on_log(step, metrics):
             display.log(step, metrics)
-            write_summaries("train", step, metrics)
+            writers.write("train", step, metrics)
 
         def on_eval(step, metrics):
             display.evaluation(step, metrics)
-            write_summaries("eval", step, metrics)
+            writers.write("eval", step, metrics)
 
         try:
-            result = run_loop(
-                task, distribution, loop, options.output / "checkpoints",
-                on_log=on_log, on_eval=on_eval, on_resume=on_resume, init=init,
-            )
+            result = run_loop(task, distribution, loop, options.output / "checkpoints",
+                              on_log=on_log, on_eval=on_eval, on_resume=on_resume, init=init)
         except tf.errors.DataLossError as error:
             raise UserError(f"a record file is corrupt: {error.message.splitlines()[0]}") from None
-
     if result.start_step >= options.train_steps:
         console.info(f"already trained to step {result.start_step:,} (--train-steps {options.train_steps:,}); "
                      "raise --train-steps to train further")
-
-    curves = None
-    final = result.history[-1] if result.history else {}
-    evaluation = result.evaluations[-1] if result.evaluations else None
-    if distribution.is_chief:
-        write_model_dir(
-            options.output, config, Path(vocab_path), result.model.backbone, result.model,
-            {
-                "task": "pretraining",
-                "next_sentence": next_sentence,
-                "lowercase": manifest.get("lowercase"),
-                "max_seq_length": records.max_seq_length,
-            },
-        )
-        previous = _read_json(options.output / "pretrain.json")
-        history = (previous.get("history", []) if result.resumed_from else []) + result.history
-        evaluations = (previous.get("evaluations", []) if result.resumed_from else []) + result.evaluations
-        summary = {
-            "task": "pretraining",
-            "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(options).items()},
-            "records": {"files": records.files, "max_seq_length": records.max_seq_length,
-                        "max_predictions": records.max_predictions},
-            "lowercase": manifest.get("lowercase"),
-            "final_step": result.final_step,
-            "final_metrics": final,
-            "evaluation": evaluation,
-            "history": history,
-            "evaluations": evaluations,
-        }
-        (options.output / "pretrain.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        curves = plot_curves(history, evaluations, options.output / "training_curves.png",
-                             f"pre-training {options.model}")
-    parameters = int(sum(int(tf.size(v)) for v in result.model.weights))
-    return PretrainResult(
-        output=options.output, config=config, records=records,
-        distribution_description=distribution.description, start_step=result.start_step,
-        final_step=result.final_step, resumed_from=result.resumed_from, final_metrics=final,
-        evaluation=evaluation, curves=curves, seconds=result.seconds, parameters=parameters,
-    )
+    return result
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
+def _write_outputs(options: PretrainOptions, inputs: PretrainInputs, result) -> Path | None:
+    """The model directory, ``pretrain.json`` (the history of every session of the run) and the curves."""
+    from bert_cli.display import plot_curves
+    from bert_cli.model_dir import write_model_dir
+    from bert_cli.runs import options_json, read_json, write_json
+
+    records = inputs.records
+    write_model_dir(options.output, inputs.config, inputs.vocab_path, result.model.backbone, result.model, {
+        "task": "pretraining", "next_sentence": inputs.next_sentence, "lowercase": inputs.lowercase,
+        "max_seq_length": records.max_seq_length,
+    })
+    previous = read_json(options.output / SUMMARY_FILE, missing_ok=True) if result.resumed_from else {}
+    history = previous.get("history", []) + result.history
+    evaluations = previous.get("evaluations", []) + result.evaluations
+    write_json(options.output / SUMMARY_FILE, {
+        "task": "pretraining",
+        "options": options_json(options),
+        "records": {"files": records.files, "max_seq_length": records.max_seq_length,
+                    "max_predictions": records.max_predictions},
+        "lowercase": inputs.lowercase,
+        "final_step": result.final_step,
+        "final_metrics": result.history[-1] if result.history else {},
+        "evaluation": result.evaluations[-1] if result.evaluations else None,
+        "history": history,
+        "evaluations": evaluations,
+    })
+    return plot_curves(history, evaluations, options.output / CURVES_FILE, f"pre-training {options.model}")
 
 
 def _initializer(path: Path, config, lowercase: bool | None = None):

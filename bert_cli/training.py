@@ -1,26 +1,4 @@
-"""The training loop every command shares: pre-training and all fine-tuning recipes.
-
-A custom loop rather than ``Model.fit``, as tf-models' Orbit does, because it
-runs unchanged under every strategy (Keras 3 ``fit`` fails under
-MirroredStrategy on boolean inputs and under MultiWorkerMirroredStrategy with
-dict inputs), lets a TPU run many steps per call, and makes gradient
-accumulation and resume explicit:
-
-* ``steps_per_execution`` steps run inside one ``tf.function`` call.
-* ``accumulation_steps`` k: each replica's batch holds k micro-batches; their
-  gradients are summed inside the step and applied once, so k micro-batches
-  of b give the same update as one batch of k*b with a k-th of the memory.
-* Each replica's loss is divided by the number of replicas and the optimizer
-  sums gradients across replicas: the update is the mean over the global batch.
-* Checkpoints (model, optimizer and so the step) every ``save_every`` steps
-  through ``tf.train.CheckpointManager``, which writes the data files first and
-  the index last: a run killed mid-save resumes from the previous complete one.
-
-What is trained is a :class:`Task`: it builds the model and optimizer, its
-datasets, and computes a dict of *additive* quantities per batch (``loss`` and
-sums like correct predictions) that the loop adds up over micro-batches,
-replicas and steps and the task turns into metrics with ``summarize``.
-"""
+"""The training loop every command shares (pre-training and every fine-tuning task) and its Task contract."""
 
 from __future__ import annotations
 
@@ -33,12 +11,8 @@ from typing import Callable, Protocol
 from bert_cli.strategy import Distribution
 
 
-# Keras dtype policies a run may train in ("fp32" is Keras' "float32").
-PRECISIONS = ("fp32", "mixed_bfloat16", "mixed_float16")
-
-
 class Task(Protocol):
-    """What the loop trains. Implemented by the pre-training and fine-tuning commands."""
+    """What the loop trains: the pre-training objectives and every fine-tuning recipe implement it."""
 
     #: Names of the additive quantities ``compute`` returns; ``loss`` first.
     sums: tuple[str, ...]
@@ -49,18 +23,19 @@ class Task(Protocol):
     def train_dataset(self, input_context):
         """A repeated ``tf.data.Dataset`` of per-replica batches (micro-batch x accumulation steps)."""
 
-    def eval_dataset(self, input_context):
-        """A finite dataset of per-replica batches, or None."""
-
     def compute(self, model, batch, training: bool) -> dict:
         """The additive quantities of one (micro-)batch; ``loss`` is the one minimised."""
 
     def summarize(self, totals: dict[str, float]) -> dict[str, float]:
         """Metrics from summed quantities; ``totals["batches"]`` counts (micro-)batches summed."""
 
-    # Optional: ``evaluate(model) -> dict | None``. A task whose held-out metrics
-    # are not sums over batches (F1, correlations, SQuAD's EM) defines it and
-    # evaluates itself; the loop then ignores ``eval_dataset``.
+    def evaluate(self, model) -> dict | None:
+        """Held-out metrics of the model now, or None when the task has no held-out data.
+
+        Sums over held-out batches (pre-training) use :class:`SumEvaluator`;
+        metrics that are not sums (F1, correlations, SQuAD's EM) are computed by
+        the task from every example's outputs.
+        """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,70 +95,174 @@ def run_loop(
             training there (early stopping).
         on_resume: Called with ``(checkpoint_path, step)`` when resuming.
         init: Called with the model before the first step of a fresh run (e.g. to load initial weights).
+
+    A custom loop rather than ``Model.fit``, as tf-models' Orbit does, because it
+    runs unchanged under every strategy (Keras 3 ``fit`` fails under
+    MirroredStrategy on boolean inputs and under MultiWorkerMirroredStrategy with
+    dict inputs), lets a TPU run many steps per call, and makes gradient
+    accumulation and resume explicit:
+
+    * ``steps_per_execution`` steps run inside one ``tf.function`` call.
+    * ``accumulation_steps`` k: each replica's batch holds k micro-batches; their
+      gradients are summed inside the step and applied once, so k micro-batches
+      of b give the same update as one batch of k*b with a k-th of the memory.
+    * Each replica's loss is divided by the number of replicas and the optimizer
+      sums gradients across replicas: the update is the mean over the global batch.
+    * Checkpoints (model, optimizer and so the step) every ``save_every`` steps
+      through ``tf.train.CheckpointManager``, which writes the data files first and
+      the index last: a run killed mid-save resumes from the previous complete one.
+
+    What is trained is a :class:`Task`: it builds the model and optimizer and its
+    training dataset, evaluates itself, and computes a dict of *additive*
+    quantities per batch (``loss`` and sums like correct predictions) that the
+    loop adds up over micro-batches, replicas and steps and the task turns into
+    metrics with ``summarize``.
     """
+    run = _Run.restore(task, distribution, options, checkpoint_dir, init)
+    if run.resumed_from and on_resume:
+        on_resume(run.resumed_from, run.start_step)
+    result = run.train(on_log, on_eval)
+    if not distribution.is_chief and run.own_dir != checkpoint_dir:
+        shutil.rmtree(run.own_dir, ignore_errors=True)
+    return result
+
+
+@dataclasses.dataclass
+class _Run:
+    """One run of the loop: the built model and optimizer, their checkpoint, and where training starts."""
+
+    task: Task
+    distribution: Distribution
+    options: LoopOptions
+    model: object
+    optimizer: object
+    manager: object  # tf.train.CheckpointManager
+    own_dir: Path
+    start_step: int
+    resumed_from: str | None
+
+    @classmethod
+    def restore(cls, task: Task, distribution: Distribution, options: LoopOptions, checkpoint_dir: Path,
+                init: Callable | None) -> "_Run":
+        """Builds the model under the strategy; restores the latest checkpoint, else calls ``init``."""
+        import tensorflow as tf
+
+        with distribution.strategy.scope():
+            model, optimizer = task.build()
+            optimizer.build(model.trainable_variables)
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+        own_dir = _worker_checkpoint_dir(checkpoint_dir, distribution)
+        manager = tf.train.CheckpointManager(checkpoint, str(own_dir), max_to_keep=options.keep)
+        resumed_from = None
+        if manager.latest_checkpoint:
+            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+            resumed_from = manager.latest_checkpoint
+        elif init is not None:
+            init(model)
+        return cls(task, distribution, options, model, optimizer, manager, own_dir,
+                   int(optimizer.iterations.numpy()), resumed_from)
+
+    def train(self, on_log, on_eval) -> LoopResult:
+        """Runs chunks of steps up to each boundary (log, save, evaluation, end) and acts at each."""
+        import tensorflow as tf
+
+        options = self.options
+        train_chunk = _chunk_function(self.distribution.strategy, self._step_function(), tuple(self.task.sums))
+        iterator = iter(self.distribution.strategy.distribute_datasets_from_function(self.task.train_dataset))
+        history: list[dict] = []
+        evaluations: list[dict] = []
+        started = window_started = time.perf_counter()
+        step, stopped_early, window = self.start_step, False, {}
+        while step < options.train_steps:
+            stop = _next_boundary(step, options)
+            for key, value in train_chunk(iterator, tf.constant(stop - step)).items():
+                window[key] = window.get(key, 0.0) + float(value)
+            step = stop
+            if step % options.log_every == 0 or step == options.train_steps:
+                metrics = self._window_metrics(window, step, time.perf_counter() - window_started,
+                                               time.perf_counter() - started)
+                history.append(metrics)
+                if on_log:
+                    on_log(step, metrics)
+                window, window_started = {}, time.perf_counter()
+            if step % options.save_every == 0 or step == options.train_steps:
+                self.manager.save(checkpoint_number=step)
+            if options.eval_every and (step % options.eval_every == 0 or step == options.train_steps):
+                result = self.task.evaluate(self.model)
+                if result is not None:
+                    result["step"] = step
+                    evaluations.append(result)
+                    if on_eval and on_eval(step, result):
+                        stopped_early = True
+                        break
+        return LoopResult(self.model, self.optimizer, self.start_step, step, history, evaluations,
+                          time.perf_counter() - started, self.resumed_from, stopped_early)
+
+    def _window_metrics(self, window: dict, step: int, elapsed: float, seconds: float) -> dict:
+        """The task's metrics of a logging window, with throughput and the learning rate."""
+        metrics = self.task.summarize(window)
+        metrics["step"] = step
+        metrics["seconds"] = seconds
+        metrics["examples_per_second"] = window.get("examples", 0.0) / max(elapsed, 1e-9)
+        metrics["tokens_per_second"] = window.get("tokens", 0.0) / max(elapsed, 1e-9)
+        metrics["learning_rate"] = float(_current_learning_rate(self.optimizer))
+        return metrics
+
+    def _step_function(self):
+        """One replica's update: gradients of the (accumulated) loss, applied once."""
+        import tensorflow as tf
+
+        task, model, optimizer = self.task, self.model, self.optimizer
+        variables = model.trainable_variables
+        replicas = float(self.distribution.replicas)
+        accumulation = self.options.accumulation_steps
+        keys = tuple(task.sums)
+
+        def replica_step(batch):
+            if accumulation == 1:
+                with tf.GradientTape() as tape:
+                    values = task.compute(model, batch, True)
+                    scaled = optimizer.scale_loss(values["loss"] / replicas)
+                # Embedding gradients arrive as IndexedSlices whose repeated rows are not yet
+                # summed; the global-norm clip would then measure the wrong norm. Dense
+                # gradients make the clip (and so the update) the same as with accumulation.
+                gradients = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
+                             for g in tape.gradient(scaled, variables)]
+                totals = {key: tf.cast(values[key], tf.float32) for key in keys}
+            else:
+                gradients, totals = _accumulated(task, model, optimizer, batch, accumulation, replicas, keys)
+            optimizer.apply(gradients, variables)
+            totals["batches"] = tf.constant(float(accumulation))
+            return totals
+
+        return tf.function(replica_step, jit_compile=True) if self.options.jit else replica_step
+
+
+def _accumulated(task: Task, model, optimizer, batch, accumulation: int, replicas: float, keys: tuple[str, ...]):
+    """Gradients and sums of ``accumulation`` micro-batches of a replica's batch, added up (one update's worth)."""
     import tensorflow as tf
 
-    strategy = distribution.strategy
-    replicas = float(distribution.replicas)
-    accumulation = options.accumulation_steps
-    with strategy.scope():
-        model, optimizer = task.build()
-        optimizer.build(model.trainable_variables)
+    def piece(tensor, index):  # [k*b, ...] -> the index-th slice of [b, ...]
+        size = tf.shape(tensor)[0] // accumulation
+        return tensor[index * size : (index + 1) * size]
+
     variables = model.trainable_variables
+    gradients = [tf.zeros_like(v) for v in variables]
+    totals = {key: tf.constant(0.0) for key in keys}
+    for index in tf.range(accumulation):
+        micro = {name: piece(tensor, index) for name, tensor in batch.items()}
+        with tf.GradientTape() as tape:
+            values = task.compute(model, micro, True)
+            scaled = optimizer.scale_loss(values["loss"] / (replicas * accumulation))
+        step_gradients = tape.gradient(scaled, variables)
+        gradients = [g + s for g, s in zip(gradients, step_gradients)]
+        totals = {key: totals[key] + tf.cast(values[key], tf.float32) for key in keys}
+    return gradients, totals
 
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-    own_dir = _worker_checkpoint_dir(checkpoint_dir, distribution)
-    manager = tf.train.CheckpointManager(checkpoint, str(own_dir), max_to_keep=options.keep)
-    resumed_from = None
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        resumed_from = manager.latest_checkpoint
-    elif init is not None:
-        init(model)
-    start_step = int(optimizer.iterations.numpy())
-    if resumed_from and on_resume:
-        on_resume(resumed_from, start_step)
 
-    keys = tuple(task.sums)
-
-    def micro_batches(batch):
-        # [k*b, ...] -> k slices of [b, ...]
-        def piece(tensor, index):
-            size = tf.shape(tensor)[0] // accumulation
-            return tensor[index * size : (index + 1) * size]
-
-        return piece
-
-    def replica_step(batch):
-        if accumulation == 1:
-            with tf.GradientTape() as tape:
-                values = task.compute(model, batch, True)
-                loss = values["loss"] / replicas
-                scaled = optimizer.scale_loss(loss)
-            # Embedding gradients arrive as IndexedSlices whose repeated rows are not yet
-            # summed; the global-norm clip would then measure the wrong norm. Dense
-            # gradients make the clip (and so the update) the same as with accumulation.
-            gradients = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
-                         for g in tape.gradient(scaled, variables)]
-            totals = {key: tf.cast(values[key], tf.float32) for key in keys}
-        else:
-            piece = micro_batches(batch)
-            gradients = [tf.zeros_like(v) for v in variables]
-            totals = {key: tf.constant(0.0) for key in keys}
-            for index in tf.range(accumulation):
-                micro = {name: piece(tensor, index) for name, tensor in batch.items()}
-                with tf.GradientTape() as tape:
-                    values = task.compute(model, micro, True)
-                    loss = values["loss"] / (replicas * accumulation)
-                    scaled = optimizer.scale_loss(loss)
-                step_gradients = tape.gradient(scaled, variables)
-                gradients = [g + s for g, s in zip(gradients, step_gradients)]
-                totals = {key: totals[key] + tf.cast(values[key], tf.float32) for key in keys}
-        optimizer.apply(gradients, variables)
-        totals["batches"] = tf.constant(float(accumulation))
-        return totals
-
-    step_function = tf.function(replica_step, jit_compile=True) if options.jit else replica_step
+def _chunk_function(strategy, step_function, keys: tuple[str, ...]):
+    """``(iterator, steps) -> summed quantities``: ``steps`` updates inside one tf.function call."""
+    import tensorflow as tf
 
     @tf.function
     def train_chunk(iterator, steps):
@@ -196,90 +275,62 @@ def run_loop(
             }
         return totals
 
-    def replica_eval(batch):
-        values = task.compute(model, batch, False)
-        totals = {key: tf.cast(values[key], tf.float32) for key in keys}
-        totals["batches"] = tf.constant(1.0)
-        return totals
+    return train_chunk
 
-    @tf.function
-    def eval_batch(batch):
-        values = strategy.run(replica_eval, args=(batch,))
-        return {key: strategy.reduce(tf.distribute.ReduceOp.SUM, values[key], axis=None) for key in values}
 
-    def evaluate() -> dict | None:
-        if hasattr(task, "evaluate"):
-            return task.evaluate(model)
-        dataset = strategy.distribute_datasets_from_function(task.eval_dataset) if _has_eval(task) else None
-        if dataset is None:
-            return None
+class SumEvaluator:
+    """Held-out metrics that are sums over batches (pre-training's): ``task.compute`` over a finite dataset.
+
+    Args:
+        distribution: The strategy the model was built under.
+        compute / summarize: The task's (see :class:`Task`).
+        sums: The quantities ``compute`` returns.
+        dataset: ``input_context -> tf.data.Dataset`` of per-replica batches, finite.
+    """
+
+    def __init__(self, distribution: Distribution, compute: Callable, summarize: Callable, sums: tuple[str, ...],
+                 dataset: Callable) -> None:
+        self.distribution, self.compute, self.summarize = distribution, compute, summarize
+        self.sums, self.dataset = tuple(sums), dataset
+        self._functions: dict[int, Callable] = {}
+
+    def _function(self, model):
+        import tensorflow as tf
+
+        strategy = self.distribution.strategy
+        if id(model) not in self._functions:
+            def replica_eval(batch):
+                values = self.compute(model, batch, False)
+                totals = {key: tf.cast(values[key], tf.float32) for key in self.sums}
+                totals["batches"] = tf.constant(1.0)
+                return totals
+
+            @tf.function
+            def eval_batch(batch):
+                values = strategy.run(replica_eval, args=(batch,))
+                return {key: strategy.reduce(tf.distribute.ReduceOp.SUM, values[key], axis=None) for key in values}
+
+            self._functions[id(model)] = eval_batch
+        return self._functions[id(model)]
+
+    def __call__(self, model) -> dict | None:
+        eval_batch = self._function(model)
         totals: dict[str, float] = {}
-        for batch in dataset:
+        for batch in self.distribution.strategy.distribute_datasets_from_function(self.dataset):
             for key, value in eval_batch(batch).items():
                 totals[key] = totals.get(key, 0.0) + float(value)
-        return task.summarize(totals) if totals else None
+        return self.summarize(totals) if totals else None
 
-    dataset = strategy.distribute_datasets_from_function(task.train_dataset)
-    iterator = iter(dataset)
-    history: list[dict] = []
-    evaluations: list[dict] = []
-    started = time.perf_counter()
-    step = start_step
-    stopped_early = False
-    # Every boundary the loop must stop at: logs, saves, evaluations, the end.
-    window: dict[str, float] = {}
-    window_started = time.perf_counter()
-    while step < options.train_steps:
-        stop = min(
-            options.train_steps,
-            _next_multiple(step, options.steps_per_execution),
-            _next_multiple(step, options.log_every),
-            _next_multiple(step, options.save_every),
-            _next_multiple(step, options.eval_every) if options.eval_every else options.train_steps,
-        )
-        totals = train_chunk(iterator, tf.constant(stop - step))
-        for key, value in totals.items():
-            window[key] = window.get(key, 0.0) + float(value)
-        step = stop
-        if step % options.log_every == 0 or step == options.train_steps:
-            elapsed = time.perf_counter() - window_started
-            metrics = task.summarize(window)
-            metrics["step"] = step
-            metrics["seconds"] = time.perf_counter() - started
-            metrics["examples_per_second"] = window.get("examples", 0.0) / max(elapsed, 1e-9)
-            metrics["tokens_per_second"] = window.get("tokens", 0.0) / max(elapsed, 1e-9)
-            metrics["learning_rate"] = float(_current_learning_rate(optimizer))
-            history.append(metrics)
-            if on_log:
-                on_log(step, metrics)
-            window, window_started = {}, time.perf_counter()
-        if step % options.save_every == 0 or step == options.train_steps:
-            manager.save(checkpoint_number=step)
-        if options.eval_every and (step % options.eval_every == 0 or step == options.train_steps):
-            result = evaluate()
-            if result is not None:
-                result["step"] = step
-                evaluations.append(result)
-                if on_eval and on_eval(step, result):
-                    stopped_early = True
-                    break
-    if not distribution.is_chief and own_dir != checkpoint_dir:
-        shutil.rmtree(own_dir, ignore_errors=True)
-    return LoopResult(
-        model=model,
-        optimizer=optimizer,
-        start_step=start_step,
-        final_step=step,
-        history=history,
-        evaluations=evaluations,
-        seconds=time.perf_counter() - started,
-        resumed_from=resumed_from,
-        stopped_early=stopped_early,
+
+def _next_boundary(step: int, options: LoopOptions) -> int:
+    """The next step the loop must stop at: a log, a save, an evaluation, the end, or a full execution."""
+    return min(
+        options.train_steps,
+        _next_multiple(step, options.steps_per_execution),
+        _next_multiple(step, options.log_every),
+        _next_multiple(step, options.save_every),
+        _next_multiple(step, options.eval_every) if options.eval_every else options.train_steps,
     )
-
-
-def _has_eval(task: Task) -> bool:
-    return getattr(task, "has_eval", False)
 
 
 def _next_multiple(step: int, every: int) -> int:

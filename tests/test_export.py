@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 import serving_helpers as sh
-from cli_helpers import assert_one_line_error
 from bert_cli.main import app
+from cli_helpers import assert_one_line_error
 
 tf = pytest.importorskip("tensorflow")
 
@@ -122,8 +122,10 @@ def test_preprocess_matches_classification_featurize(models, pair):
 
 def test_tagging_words_and_windows_match_tagging_featurize(models):
     module = _module(models["tag"], max_seq_length=8)
-    texts = sh.texts(30, 3, longest=16) + sh.AWKWARD + ["Ann" + "s" * 10, "Ann\u00a0Smith\u2003w1\tw2", "w1 " + "\u3000" * 3]
-    windows = module.windows(tf.constant(texts))
+    texts = sh.texts(30, 3, longest=16) + sh.AWKWARD + [
+        "Ann" + "s" * 10, "Ann\u00a0Smith\u2003w1\tw2", "w1 " + "\u3000" * 3
+    ]
+    windows = module.graph.windows(tf.constant(texts))
     tagged, features = sh.tagging_features(models["tag"], texts, 8)
     assert features.split_sentences > 10 and features.long_words >= 1
     words = windows["words"].to_list()
@@ -146,12 +148,12 @@ def test_in_process_classifier_and_regressor_match_the_keras_model(models):
     texts = sh.texts(20, 4) + sh.AWKWARD
     pairs = list(reversed(texts))
     module = _module(models["pair"])
-    got = module.classify(tf.constant(texts), tf.constant(pairs))
+    got = module.serving_default(tf.constant(texts), tf.constant(pairs))
     expected = sh.reference_probabilities(models["pair"], texts, pairs, 16)
     assert np.abs(got["probabilities"].numpy() - expected).max() <= TOLERANCE
     assert got["label"].numpy().tolist() == [["neg", "pos", "neutral"][i].encode() for i in expected.argmax(-1)]
     module = _module(models["regression"])
-    got = module.classify(tf.constant(texts))
+    got = module.serving_default(tf.constant(texts))
     assert set(got) == {"score"}
     assert np.abs(got["score"].numpy() - sh.reference_probabilities(models["regression"], texts, None, 24)).max() \
         <= TOLERANCE
@@ -168,7 +170,7 @@ def test_squad_windows_match_squad_featurize(models, tmp_path):
     data = squad.read_squad(sh.write_squad_file(tmp_path / "dev.json", examples), require_answers=False)
     features = squad.featurize(data, sh.tokenizer_of(models["squad"]), 32, 8, 8)
     assert (np.bincount(features.question) > 2).sum() >= 5  # long contexts need several windows
-    windows = _module(models["squad"]).windows(*_squad_inputs(examples))
+    windows = _module(models["squad"]).graph.windows(*_squad_inputs(examples))
     inputs = {name: value.numpy() for name, value in windows["inputs"].items()}
     mask = inputs["padding_mask"]
     expected_mask = features.arrays["input_mask"]
@@ -186,7 +188,7 @@ def test_squad_v1_answers_match_predict_answers(models, tmp_path):
     examples = sh.squad_examples(20, 2)
     predictions, _ = sh.reference_answers(models["squad-v1"], examples,
                                           sh.write_squad_file(tmp_path / "dev.json", examples))
-    got = {k: v.numpy() for k, v in _module(models["squad-v1"]).answer(*_squad_inputs(examples)).items()}
+    got = {k: v.numpy() for k, v in _module(models["squad-v1"]).serving_default(*_squad_inputs(examples)).items()}
     assert set(got) == {"answer", "start_char", "end_char", "score"}
     assert [a.decode() for a in got["answer"]] == [predictions.answers[e["id"]] for e in examples]
     for example, start, end, answer in zip(examples, got["start_char"], got["end_char"], got["answer"]):

@@ -19,13 +19,15 @@ def convert_command(
         metavar="TO",
         help="Directory to write: a model directory (from an original checkpoint or preset) or the original "
              "layout (from a model directory).")],
-    config: Annotated[Optional[Path], typer.Option(help="bert_config.json of an original checkpoint kept elsewhere.")] = None,
+    config: Annotated[Optional[Path], typer.Option(
+        help="bert_config.json of an original checkpoint kept elsewhere.")] = None,
     vocab: Annotated[Optional[Path], typer.Option(help="vocab.txt of an original checkpoint kept elsewhere.")] = None,
     lowercase: Annotated[Optional[bool], typer.Option(
         "--lowercase/--cased", show_default=False,
         help="Casing the model was trained with; default: from the checkpoint's name (uncased_..., cased_...) "
              "and its vocabulary. A contradiction is an error.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace TO if it exists (only once the new one is complete).")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        help="Replace TO if it exists (only once the new one is complete).")] = False,
 ) -> None:
     """Convert an original BERT checkpoint to a model directory, or a model directory to the original layout."""
     from bert_cli.conversion import convert

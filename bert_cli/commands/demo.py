@@ -13,10 +13,12 @@ from bert_cli.demo import DEFAULT_MINUTES
 
 def demo_command(
     workdir: Annotated[Path, typer.Option(help="Directory for everything the demo makes.")] = Path("demo_output"),
-    minutes: Annotated[float, typer.Option(help="Rough time budget on 2 CPU cores; sets pre-training steps and fine-tuning epochs.")] = DEFAULT_MINUTES,
+    minutes: Annotated[float, typer.Option(
+        help="Rough time budget on 2 CPU cores; sets pre-training steps and fine-tuning epochs.")] = DEFAULT_MINUTES,
     corpus_mb: Annotated[float, typer.Option(help="Size of the built-in corpus to build, in MB.")] = 1.0,
     vocab_size: Annotated[int, typer.Option(help="Vocabulary size to learn.")] = 5000,
-    train_steps: Annotated[Optional[int], typer.Option(help="Pre-training steps of the tiny model; default: from --minutes.")] = None,
+    train_steps: Annotated[Optional[int], typer.Option(
+        help="Pre-training steps of the tiny model; default: from --minutes.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the generated tasks and of every training run.")] = 12345,
 ) -> None:
     """Run the pipeline on the built-in corpus: vocabulary, records, pre-training, fine-tuning, export, predict."""

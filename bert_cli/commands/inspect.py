@@ -17,11 +17,13 @@ _STYLES = {"mask": "bold white on red", "kept": "bold green", "random": "bold ye
 def records_command(
     paths: Annotated[
         List[str],
-        typer.Argument(help="Record files, glob patterns, or a directory made by bert make-data (or the original script's files)."),
+        typer.Argument(help="Record files, glob patterns, or a directory made by bert make-data "
+                       "(or the original script's files)."),
     ],
     vocab: Annotated[
         Optional[Path],
-        typer.Option(help="vocab.txt to decode ids with; default: the one in the records' manifest. Without one, ids are shown."),
+        typer.Option(help="vocab.txt to decode ids with; default: the one in the records' manifest. "
+                     "Without one, ids are shown."),
     ] = None,
     examples: Annotated[int, typer.Option("--examples", "-n", help="Examples to print.")] = 3,
     sample: Annotated[int, typer.Option(help="Records read (from the start) for the statistics.")] = 2000,
@@ -122,12 +124,15 @@ def _print_statistics(stats, file_count: int, manifest) -> None:
                   title_justify="left")
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("shape", f"max_seq_length {stats.max_seq_length}, max_predictions_per_seq {stats.max_predictions_per_seq}")
+    table.add_row("shape", f"max_seq_length {stats.max_seq_length}, "
+                  f"max_predictions_per_seq {stats.max_predictions_per_seq}")
     if manifest and isinstance(manifest.get("counts"), dict):
         counts = manifest["counts"]
-        table.add_row("dataset (manifest)", f"{counts.get('instances', 0):,} examples from {counts.get('documents', 0):,} "
-                      f"documents, vocab {Path(str(manifest.get('vocab_file', '?'))).name}")
-    table.add_row("masked share", f"{stats.masked_share:.2%} of real tokens ({stats.masked / max(stats.examples, 1):.1f} per example)")
+        table.add_row("dataset (manifest)", f"{counts.get('instances', 0):,} examples from "
+                      f"{counts.get('documents', 0):,} documents, "
+                      f"vocab {Path(str(manifest.get('vocab_file', '?'))).name}")
+    table.add_row("masked share", f"{stats.masked_share:.2%} of real tokens "
+                  f"({stats.masked / max(stats.examples, 1):.1f} per example)")
     table.add_row("masked as", f"[MASK] {stats.as_mask_token / masked:.1%} · same {stats.kept / masked:.1%} · "
                   f"random {stats.random_token / masked:.1%}")
     if stats.next_sentence_labels is None:
@@ -139,7 +144,8 @@ def _print_statistics(stats, file_count: int, manifest) -> None:
     table.add_row("padding share", f"{stats.padding_share:.1%}")
     widest = max((count for _, _, count in stats.length_histogram), default=0) or 1
     lines = [
-        f"{low:>4}-{high:<4} {'█' * round(24 * count / widest):<24} {count:,}" for low, high, count in stats.length_histogram
+        f"{low:>4}-{high:<4} {'█' * round(24 * count / widest):<24} {count:,}"
+        for low, high, count in stats.length_histogram
     ]
     table.add_row("real lengths", Text("\n".join(lines)))
     console.stdout.print(table)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import os
 from pathlib import Path
-from typing import Annotated, Iterator, List, Optional
-
-import typer
+from typing import Iterator, List
 
 from bert_cli import console
+from bert_cli.commands.options import argument, as_tuple, command, option
 
 
 class InputFormat(str, enum.Enum):
@@ -29,65 +29,42 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def make_data_command(
-    inputs: Annotated[
-        List[str],
-        typer.Argument(
-            help="Text files or glob patterns (plain or .gz, UTF-8): one sentence per line, a blank line "
-            "between documents (or paragraphs, with --input-format paragraphs)."
-        ),
-    ],
-    vocab: Annotated[Path, typer.Option(help="The vocab.txt to tokenize with (its manifest gives the casing).")],
-    output: Annotated[
-        Path, typer.Option("--output", "-o", help="Directory for the part-*.tfrecord shards and manifest.json.")
-    ],
-    max_seq_length: Annotated[int, typer.Option(help="Tokens per example, [CLS] and [SEP] included.")] = 128,
-    max_predictions_per_seq: Annotated[
-        int, typer.Option(help="Most masked positions per example (the original: 20 for 128, 80 for 512).")
-    ] = 20,
-    masked_lm_prob: Annotated[float, typer.Option(help="Share of tokens to predict.")] = 0.15,
-    short_seq_prob: Annotated[
-        float, typer.Option(help="Share of documents cut to a shorter random target length.")
-    ] = 0.1,
-    dupe_factor: Annotated[int, typer.Option(help="Passes over the corpus, each with new masks.")] = 10,
-    seed: Annotated[int, typer.Option(help="Random seed; same seed and inputs give byte-identical output.")] = 12345,
-    whole_word_mask: Annotated[
-        bool, typer.Option("--whole-word-mask", help="Mask all pieces of a word together.")
-    ] = False,
-    nsp: Annotated[
-        bool,
-        typer.Option(
-            "--nsp/--no-nsp",
-            help="Sentence pairs with next-sentence labels, or single segments without them (RoBERTa style).",
-        ),
-    ] = True,
-    lowercase: Annotated[
-        Optional[bool],
-        typer.Option(
-            "--lowercase/--cased", help="Casing; default: the vocabulary's manifest, else guessed from its tokens."
-        ),
-    ] = None,
-    input_format: Annotated[
-        InputFormat, typer.Option(help="lines: one sentence per line; paragraphs: free text, split into sentences.")
-    ] = InputFormat.lines,
-    num_shards: Annotated[int, typer.Option(help="Output files; examples are dealt over them round-robin.")] = 1,
-    compression: Annotated[Compression, typer.Option(help="Compress the shards.")] = Compression.none,
-    workers: Annotated[
-        Optional[int],
-        typer.Option(
-            help="Processes making examples, and threads tokenizing (0: no processes, all in this one, "
-            "one tokenizer thread). Default: one per CPU."
-        ),
-    ] = None,
-    chunk_size_mb: Annotated[
-        float,
-        typer.Option(
-            help="Text per chunk, the unit of shuffling and of random next sentences (like one shard of the "
-            "original's input). Changes the output."
-        ),
-    ] = 1.0,
-    overwrite: Annotated[bool, typer.Option(help="Replace a different dataset already in --output.")] = False,
-) -> None:
+@dataclasses.dataclass(frozen=True)
+class MakeDataArgs:
+    """``bert make-data``'s options (each field declares its option; see bert_cli.commands.options)."""
+
+    inputs: tuple[str, ...] = argument(
+        help="Text files or glob patterns (plain or .gz, UTF-8): one sentence per line, a blank line "
+        "between documents (or paragraphs, with --input-format paragraphs).", cli_type=List[str], parse=as_tuple)
+    vocab: Path = option(help="The vocab.txt to tokenize with (its manifest gives the casing).")
+    output: Path = option(help="Directory for the part-*.tfrecord shards and manifest.json.", flags=("--output", "-o"))
+    max_seq_length: int = option(128, help="Tokens per example, [CLS] and [SEP] included.")
+    max_predictions_per_seq: int = option(
+        20, help="Most masked positions per example (the original: 20 for 128, 80 for 512).")
+    masked_lm_prob: float = option(0.15, help="Share of tokens to predict.")
+    short_seq_prob: float = option(0.1, help="Share of documents cut to a shorter random target length.")
+    dupe_factor: int = option(10, help="Passes over the corpus, each with new masks.")
+    seed: int = option(12345, help="Random seed; same seed and inputs give byte-identical output.")
+    whole_word_mask: bool = option(False, help="Mask all pieces of a word together.", flags=("--whole-word-mask",))
+    nsp: bool = option(True, help="Sentence pairs with next-sentence labels, or single segments without them "
+                       "(RoBERTa style).", flags=("--nsp/--no-nsp",))
+    lowercase: bool | None = option(
+        None, help="Casing; default: the vocabulary's manifest, else guessed from its tokens.",
+        flags=("--lowercase/--cased",))
+    input_format: InputFormat = option(
+        InputFormat.lines, help="lines: one sentence per line; paragraphs: free text, split into sentences.")
+    num_shards: int = option(1, help="Output files; examples are dealt over them round-robin.")
+    compression: Compression = option(Compression.none, help="Compress the shards.")
+    workers: int | None = option(
+        None, help="Processes making examples, and threads tokenizing (0: no processes, all in this one, "
+        "one tokenizer thread). Default: one per CPU.")
+    chunk_size_mb: float = option(
+        1.0, help="Text per chunk, the unit of shuffling and of random next sentences (like one shard of the "
+        "original's input). Changes the output.")
+    overwrite: bool = option(False, help="Replace a different dataset already in --output.")
+
+
+def _make_data(args: MakeDataArgs) -> None:
     """Turn a corpus into masked-LM / next-sentence TFRecords, as the original create_pretraining_data.py.
 
     Same algorithm, defaults and record format as google-research/bert, streamed: the corpus is
@@ -99,33 +76,28 @@ def make_data_command(
     from data.pretraining_data import PretrainingDataOptions, create_pretraining_data
 
     options = PretrainingDataOptions(
-        max_seq_length=max_seq_length,
-        max_predictions_per_seq=max_predictions_per_seq,
-        masked_lm_prob=masked_lm_prob,
-        short_seq_prob=short_seq_prob,
-        dupe_factor=dupe_factor,
-        seed=seed,
-        whole_word_mask=whole_word_mask,
-        next_sentence_prediction=nsp,
-        input_format=input_format.value,
-        chunk_size_mb=chunk_size_mb,
+        max_seq_length=args.max_seq_length,
+        max_predictions_per_seq=args.max_predictions_per_seq,
+        masked_lm_prob=args.masked_lm_prob,
+        short_seq_prob=args.short_seq_prob,
+        dupe_factor=args.dupe_factor,
+        seed=args.seed,
+        whole_word_mask=args.whole_word_mask,
+        next_sentence_prediction=args.nsp,
+        input_format=args.input_format.value,
+        chunk_size_mb=args.chunk_size_mb,
     )
     with _progress() as display:
         report = create_pretraining_data(
-            inputs,
-            vocab,
-            output,
-            options,
-            lowercase=lowercase,
-            num_shards=num_shards,
-            compression=compression.value,
-            workers=default_workers() if workers is None else workers,
-            overwrite=overwrite,
-            on_total=display.set_total,
-            on_bytes=display.advance,
-            on_progress=display.update,
+            list(args.inputs), args.vocab, args.output, options, lowercase=args.lowercase,
+            num_shards=args.num_shards, compression=args.compression.value,
+            workers=default_workers() if args.workers is None else args.workers, overwrite=args.overwrite,
+            on_total=display.set_total, on_bytes=display.advance, on_progress=display.update,
         )
     render(report)
+
+
+make_data_command = command(_make_data, MakeDataArgs)
 
 
 class _Display:

@@ -46,7 +46,7 @@ def predict_command(
     loaded = predicting.open_target(target)
     fields = loaded.fields
     columns = {"text": loaded.description.get("text_column"), "text_pair": loaded.description.get("text_pair_column")}
-    tagging = loaded.task == "tag"
+    tagging = loaded.module.WORD_LIST_INPUT
     if given:
         examples = predicting.from_arguments(fields, texts, pair, question, context)
     elif input is not None:
@@ -88,42 +88,10 @@ def _emit(results, target, table: bool) -> None:
 
 
 def prediction_table(target, results: list[dict]):
-    """A rich table of results: one row per example."""
-    from rich.markup import escape
+    """A rich table of results: one row per example, the columns the task's module chooses."""
     from rich.table import Table
 
-    task, description = target.task, target.description
-    table = Table(title=f"bert predict: {target.path} ({target.form}, {task})", title_justify="left")
+    table = Table(title=f"bert predict: {target.path} ({target.form}, {target.task})", title_justify="left")
     table.add_column("#", justify="right", style="dim")
-    if task == "squad":
-        for column in ("question", "answer", "chars", "score") + (("impossible",) if any(
-                "is_impossible" in r for r in results) else ()):
-            table.add_column(column, justify="right" if column in ("chars", "score") else "left")
-        for number, r in enumerate(results, start=1):
-            row = [str(number), escape(r["question"]), escape(r["answer"]) or "[dim](no answer)[/]",
-                   f"{r['start_char']}-{r['end_char']}", f"{r['score']:.3f}"]
-            if "is_impossible" in r:
-                row.append("yes" if r["is_impossible"] else "no")
-            table.add_row(*row)
-        return table
-    if task == "tag":
-        table.add_column("tagged words (word/TAG; O tags not shown)")
-        for number, r in enumerate(results, start=1):
-            shown = " ".join(escape(w) if t == "O" else f"{escape(w)}[bold cyan]/{escape(t)}[/]"
-                             for w, t in zip(r["words"], r["tags"]))
-            table.add_row(str(number), shown)
-        return table
-    table.add_column("text")
-    if description.get("pair"):
-        table.add_column("text pair")
-    texts = lambda r: [escape(r["text"])] + ([escape(r["text_pair"])] if description.get("pair") else [])  # noqa: E731
-    if description.get("regression"):
-        table.add_column("score", justify="right")
-        for number, r in enumerate(results, start=1):
-            table.add_row(str(number), *texts(r), f"{r['score']:.4f}")
-        return table
-    table.add_column("label", style="bold")
-    table.add_column("probability", justify="right")
-    for number, r in enumerate(results, start=1):
-        table.add_row(str(number), *texts(r), escape(r["label"]), f"{r['probabilities'][r['label']]:.3f}")
+    target.module.prediction_table(table, results, target.description)
     return table

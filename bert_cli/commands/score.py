@@ -8,26 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from bert_cli import console
-
-
-def scores_table(scores: dict, title: str):
-    """A rich table of :func:`data.squad.score`'s result (0-100, as the official scripts print)."""
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left", min_width=min(len(title), 100))
-    for column, justify in (("questions", "left"), ("count", "right"), ("EM", "right"), ("F1", "right")):
-        table.add_column(column, justify=justify)
-    table.add_row("all", f"{scores['total']:,}", f"{scores['exact']:.2f}", f"{scores['f1']:.2f}", style="bold")
-    for prefix, name in (("HasAns_", "with an answer"), ("NoAns_", "unanswerable")):
-        if f"{prefix}total" in scores:
-            table.add_row(name, f"{scores[prefix + 'total']:,}", f"{scores[prefix + 'exact']:.2f}",
-                          f"{scores[prefix + 'f1']:.2f}")
-    if "best_f1" in scores:
-        table.add_row("best threshold", "", f"{scores['best_exact']:.2f} @ {scores['best_exact_thresh']:.4g}",
-                      f"{scores['best_f1']:.2f} @ {scores['best_f1_thresh']:.4g}")
-    if scores.get("missing"):
-        table.caption = f"{scores['missing']:,} question(s) without a prediction count as wrong"
-    return table
+from bert_cli.tasks.squad import scores_table
 
 
 def official_json(scores: dict) -> dict:
@@ -41,10 +22,16 @@ def official_json(scores: dict) -> dict:
 
 def squad_command(
     data: Annotated[Path, typer.Argument(help="The SQuAD JSON with the gold answers (v1.1 or v2.0).")],
-    predictions: Annotated[Path, typer.Argument(help="predictions.json: question id -> answer text (\"\" = no answer).")],
-    null_odds: Annotated[Optional[Path], typer.Option(help="v2: null_odds.json (question id -> no-answer score), the official --na-prob-file; adds the best-threshold scores.")] = None,
-    na_prob_thresh: Annotated[float, typer.Option(help="v2 with --null-odds: questions whose odds exceed this count as answered \"no answer\" (official default 1.0).")] = 1.0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the official script's JSON instead of a table.")] = False,
+    predictions: Annotated[Path, typer.Argument(
+        help="predictions.json: question id -> answer text (\"\" = no answer).")],
+    null_odds: Annotated[Optional[Path], typer.Option(
+        help="v2: null_odds.json (question id -> no-answer score), the official --na-prob-file; "
+             "adds the best-threshold scores.")] = None,
+    na_prob_thresh: Annotated[float, typer.Option(
+        help="v2 with --null-odds: questions whose odds exceed this count as answered \"no answer\" "
+             "(official default 1.0).")] = 1.0,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the official script's JSON instead of a table.")] = False,
 ) -> None:
     """Score SQuAD predictions (EM/F1) exactly as the official evaluation scripts do."""
     import json

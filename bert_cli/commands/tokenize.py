@@ -22,11 +22,19 @@ _LOOKAHEAD = 2
 def tokenize_command(
     vocab: Annotated[
         Path,
-        typer.Option("--vocab", help="The vocab.txt to use (one token per line), e.g. from `bert vocab`.", show_default=False),
+        typer.Option(
+            "--vocab",
+            help="The vocab.txt to use (one token per line), e.g. from `bert vocab`.",
+            show_default=False,
+        ),
     ],
     input: Annotated[
         Optional[Path],
-        typer.Option("--input", help="UTF-8 text file (plain or .gz), one text per line. Default: standard input.", show_default=False),
+        typer.Option(
+            "--input",
+            help="UTF-8 text file (plain or .gz), one text per line. Default: standard input.",
+            show_default=False,
+        ),
     ] = None,
     ids: Annotated[bool, typer.Option("--ids", help="Print token ids instead of word pieces.")] = False,
     lowercase: Annotated[
@@ -45,7 +53,9 @@ def tokenize_command(
     Prints one line per input line: the pieces (or ids with --ids) separated by spaces.
     """
     if not vocab.is_file():  # before TensorFlow loads, so the mistake is reported at once
-        raise DataError(f"--vocab {vocab}: no such vocabulary file" if not vocab.exists() else f"--vocab {vocab}: not a file")
+        raise DataError(
+            f"--vocab {vocab}: no such vocabulary file" if not vocab.exists() else f"--vocab {vocab}: not a file"
+        )
     console.load_tensorflow()
     from data.textio import iter_lines
     from data.tokenization import Tokenizer, Vocabulary, resolve_lowercase

@@ -15,12 +15,28 @@ def vocab_command(
         List[str],
         typer.Argument(help="Text files or glob patterns (plain or .gz, UTF-8; one sentence or paragraph per line)."),
     ],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The vocab.txt to write; its manifest goes beside it as .json.")] = Path("vocab.txt"),
-    vocab_size: Annotated[int, typer.Option(help="Exact number of entries, special tokens and unused slots included.")] = 30522,
-    lowercase: Annotated[bool, typer.Option("--lowercase/--cased", help="Lower-case and strip accents first (uncased model), or keep case.")] = True,
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="The vocab.txt to write; its manifest goes beside it as .json."),
+    ] = Path("vocab.txt"),
+    vocab_size: Annotated[
+        int,
+        typer.Option(help="Exact number of entries, special tokens and unused slots included."),
+    ] = 30522,
+    lowercase: Annotated[
+        bool,
+        typer.Option("--lowercase/--cased", help="Lower-case and strip accents first (uncased model), or keep case."),
+    ] = True,
     min_frequency: Annotated[int, typer.Option(help="Stop merging pairs seen fewer times than this.")] = 1,
-    unused: Annotated[int, typer.Option(help="[unusedK] slots to reserve for later domain tokens (the original has 994; the first 99 sit before [UNK]).")] = 99,
-    alphabet_limit: Annotated[int, typer.Option(help="Keep at most this many distinct characters (the most frequent); others become [UNK].")] = 1000,
+    unused: Annotated[
+        int,
+        typer.Option(help="[unusedK] slots to reserve for later domain tokens "
+                     "(the original has 994; the first 99 sit before [UNK])."),
+    ] = 99,
+    alphabet_limit: Annotated[
+        int,
+        typer.Option(help="Keep at most this many distinct characters (the most frequent); others become [UNK]."),
+    ] = 1000,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing vocabulary at --output.")] = False,
 ) -> None:
     """Learn a WordPiece vocabulary of exactly --vocab-size entries."""
@@ -60,10 +76,12 @@ def render(report) -> None:
     table = Table(title=f"vocabulary: {report.output}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("entries", f"{report.vocab_size:,} ({report.learned_pieces:,} learned, alphabet {report.alphabet_size:,})")
+    table.add_row("entries", f"{report.vocab_size:,} ({report.learned_pieces:,} learned, "
+                  f"alphabet {report.alphabet_size:,})")
     table.add_row("casing", "uncased (lower-cased, accents stripped)" if report.lowercase else "cased")
     table.add_row("corpus", f"{report.files} file(s), {report.corpus_bytes / 1e6:,.2f} MB, "
-                  f"{report.training_lines:,} lines, {report.training_words:,} words ({report.distinct_words:,} distinct)")
+                  f"{report.training_lines:,} lines, {report.training_words:,} words "
+                  f"({report.distinct_words:,} distinct)")
     table.add_row("held-out sample", f"{report.holdout_lines:,} lines (1 in 100), {report.holdout_words:,} words")
     table.add_row("words → [UNK]", f"{report.unk_word_share:.3%}")
     table.add_row("pieces per word", f"{report.pieces_per_word:.3f}")

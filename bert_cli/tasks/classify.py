@@ -1,4 +1,4 @@
-"""Sentence and sentence-pair classification (and regression) as a fine-tuning :class:`Recipe`.
+"""``bert finetune classify``: sentence and sentence-pair classification (and regression), everything on the CLI side.
 
 The head is dropout + dense on the pooled [CLS] output (models.heads). Metrics
 on dev: accuracy, macro-F1, Matthews correlation and, with two labels, the F1
@@ -9,6 +9,9 @@ of the second label (the positive class: "1" in GLUE's files); for
 example: the line it came from, the predicted label, the gold label when the
 file has one, and the probability of every label (or the predicted value for
 regression).
+
+Serving: ``serving_default(text[, text_pair])`` -> ``probabilities`` [B, L],
+``label`` [B] string, ``label_id`` [B]; a regressor -> ``score`` [B].
 """
 
 from __future__ import annotations
@@ -19,34 +22,56 @@ from pathlib import Path
 
 import numpy as np
 
+from bert_cli.commands.options import DATA, argument, dev_option, option, test_option
+from bert_cli.errors import UserError
 from bert_cli.finetuning import file_sha256, model_inputs
+from bert_cli.predicting import text_of
 from data.metrics import log_softmax
 
+NAME = "classify"
+HELP = "Fine-tune a sentence or sentence-pair classifier (or regressor); rerun the same command to resume."
+# Shared fine-tuning options whose default differs for this task: none.
+DEFAULTS: dict = {}
 CLASSIFICATION_SUMS = ("loss", "correct", "examples")
 REGRESSION_SUMS = ("loss", "squared_error", "examples")
 
 
+def _labels(value: str | None) -> tuple[str, ...] | None:
+    return tuple(value.split(",")) if value is not None else None
+
+
 @dataclasses.dataclass(frozen=True)
-class ClassifyOptions:
+class Options:
     """The classify command's own options (names as the CLI options)."""
 
-    train: Path
-    dev: Path | None = None
-    test: Path | None = None
-    text_column: str | None = None
-    text_pair_column: str | None = None
-    label_column: str | None = None
-    labels: tuple[str, ...] | None = None
-    regression: bool = False
-    file_format: str | None = None
-    header: bool | None = None
+    train: Path = argument(help="Training file: TSV (GLUE style, header optional), CSV or JSONL.")
+    dev: Path | None = dev_option()
+    test: Path | None = test_option()
+    text_column: str | None = option(
+        None, help="Column (name or 0-based number) of the text; default sentence / text / sentence1.", panel=DATA)
+    text_pair_column: str | None = option(
+        None, help="Column of the second text of a pair: [CLS] A [SEP] B [SEP].", panel=DATA)
+    label_column: str | None = option(None, help="Column of the label; default label (or the last column).",
+                                      panel=DATA)
+    labels: tuple[str, ...] | None = option(
+        None, help="Comma-separated labels in id order; default: the training file's, sorted.", panel=DATA,
+        cli_type=str | None, parse=_labels)
+    regression: bool = option(False, help="Real-valued targets (STS-B style), mean squared error.",
+                              flags=("--regression",), panel=DATA)
+    file_format: str | None = option(None, help="tsv, csv or jsonl; default: from the file name.",
+                                     flags=("--format",), panel=DATA)
+    header: bool | None = option(
+        None, help="Whether TSV/CSV files start with a header row; default: detected.",
+        flags=("--header/--no-header",), panel=DATA, show_default=False)
 
 
-class ClassifyRecipe:
-    task = "classify"
+class Recipe:
+    """The classify task as a :class:`bert_cli.finetuning.Recipe` (see the module docstring)."""
+
+    task = NAME
     unit = "examples"
 
-    def __init__(self, options: ClassifyOptions) -> None:
+    def __init__(self, options: Options, common=None) -> None:
         self.options = options
         self.files = {"train": options.train, "dev": options.dev, "test": options.test}
         self.sums = REGRESSION_SUMS if options.regression else CLASSIFICATION_SUMS
@@ -233,3 +258,120 @@ class ClassifyRecipe:
         rows.append(("examples", ", ".join(data) + (f" ({truncated:,} truncated to --max-seq-length)"
                                                     if truncated else "")))
         return rows
+
+
+def report(result, options: Options) -> None:
+    """After the results table: the dev scores of every label."""
+    from bert_cli.display import print_detail_table
+
+    print_detail_table((result.details or {}).get("per_label"), "label")
+
+
+# ----------------------------------------------------------------------------
+# A fine-tuned model directory
+# ----------------------------------------------------------------------------
+
+
+def build_model(model_dir):
+    """A freshly built classifier of the shape ``task.json`` describes (weights not yet loaded)."""
+    from models.heads import build_classifier
+
+    task = model_dir.task
+    labels = task.get("labels") or []
+    if not task.get("regression") and len(labels) < 2:
+        raise UserError(f"{model_dir.path / 'task.json'}: a classifier needs its \"labels\" (two or more)")
+    return build_classifier(model_dir.config, len(labels) or 1, bool(task.get("regression")))
+
+
+def min_seq_length(task: dict) -> int:
+    """[CLS] A [SEP] (B [SEP]) with a piece of each text."""
+    return 4 if task.get("pair") else 3
+
+
+# ----------------------------------------------------------------------------
+# Serving (the export's serving_default)
+# ----------------------------------------------------------------------------
+
+
+class Serving:
+    """Classification (or regression) of texts or text pairs, as ``bert finetune classify`` trained it.
+
+    Args:
+        module: The :class:`bert_cli.serving.TaskServing` this signature belongs to (tokenizer, model, ``pack``).
+        task: The model's ``task.json``: labels in id order (empty for regression), ``pair``, ``regression``
+            and the training file's text columns (``bert predict`` reads files that use them).
+    """
+
+    def __init__(self, module, task: dict) -> None:
+        import tensorflow as tf
+
+        self.module = module
+        self.labels = list(task.get("labels") or [])
+        self.pair = bool(task.get("pair"))
+        self.regression = bool(task.get("regression"))
+        self.columns = (task.get("text_column"), task.get("text_pair_column"))
+        self._label_names = tf.constant(self.labels or [""], tf.string)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return ("text", "text_pair") if self.pair else ("text",)
+
+    def serve(self, text, text_pair=None):
+        """Strings (pairs) -> probabilities, label and label id; or score."""
+        import tensorflow as tf
+
+        outputs = self.module.model(self.module.pack(text, text_pair), training=False)
+        if self.regression:
+            return {"score": outputs}  # [B]
+        label_id = tf.argmax(outputs, axis=-1, output_type=tf.int32)  # [B, L] -> [B]
+        return {"probabilities": tf.nn.softmax(outputs, axis=-1), "label": tf.gather(self._label_names, label_id),
+                "label_id": label_id}
+
+    def describe(self) -> dict:
+        return {"task": NAME, "labels": self.labels, "pair": self.pair, "regression": self.regression,
+                "text_column": self.columns[0], "text_pair_column": self.columns[1]}
+
+
+# ----------------------------------------------------------------------------
+# bert predict
+# ----------------------------------------------------------------------------
+
+#: Whether a JSON example may give its text as a list of words (tagging's ``words``).
+WORD_LIST_INPUT = False
+
+
+def predict_fields(description: dict) -> tuple[str, ...]:
+    """The fields each example needs: ``text`` (and ``text_pair`` for a pair model)."""
+    return ("text", "text_pair") if description.get("pair") else ("text",)
+
+
+def prediction_record(description: dict, outputs: dict, index: int) -> dict:
+    """The model's answer for example ``index`` of a batch: label and probabilities, or score."""
+    if description.get("regression"):
+        return {"score": round(float(outputs["score"][index]), 6)}
+    return {"label": text_of(outputs["label"][index]),
+            "probabilities": {label: round(float(p), 6)
+                              for label, p in zip(description["labels"], outputs["probabilities"][index])}}
+
+
+def prediction_table(table, results: list[dict], description: dict) -> None:
+    """Columns and rows of ``bert predict``'s table: the texts and the label (or score)."""
+    from rich.markup import escape
+
+    pair = description.get("pair")
+    table.add_column("text")
+    if pair:
+        table.add_column("text pair")
+
+    def texts(r):
+        return [escape(r["text"])] + ([escape(r["text_pair"])] if pair else [])
+
+    if description.get("regression"):
+        table.add_column("score", justify="right")
+        for number, r in enumerate(results, start=1):
+            table.add_row(str(number), *texts(r), f"{r['score']:.4f}")
+        return
+    table.add_column("label", style="bold")
+    table.add_column("probability", justify="right")
+    for number, r in enumerate(results, start=1):
+        table.add_row(str(number), *texts(r), escape(r["label"]), f"{r['probabilities'][r['label']]:.3f}")
