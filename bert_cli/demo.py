@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from bert_cli import console
+from bert_cli.runs import read_json
 
 # Measured on 2 CPU cores shared with other work (so on the slow side): what ``--minutes`` is turned into.
 # The fixed part is the corpus, vocabulary, records, tasks, model builds, exports and predictions.
@@ -100,10 +101,6 @@ def split_held_out(corpus: Path, train: Path, held_out: Path, every: int = HELD_
     return len(kept), len(spared)
 
 
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def _percent(value: float) -> str:
     """A score as a percentage, whether it was stored as a fraction or as a percentage (SQuAD's script)."""
     return f"{value:.1%}" if abs(value) <= 1.0 else f"{value:.1f}%"
@@ -133,7 +130,7 @@ def dev_inputs(
             if len(sentences) == sentence_count:
                 break
     questions: list[tuple[str, str, str]] = []
-    for article in _read_json(tasks / "squad" / "dev.json")["data"]:
+    for article in read_json(tasks / "squad" / "dev.json")["data"]:
         if article["title"].startswith("_"):
             continue  # a private module's names make a less telling example
         paragraph = article["paragraphs"][0]
@@ -167,12 +164,36 @@ def run_demo(
     if train_steps is not None:
         plan = dataclasses.replace(plan, train_steps=train_steps)
     workdir.mkdir(parents=True, exist_ok=True)
-    steps: list[Step] = []
     console.info(f"[bold]bert demo[/] in {workdir}: about {minutes:g} minutes on 2 CPU cores; "
                  f"{plan.train_steps:,} pre-training steps, {plan.classify_epochs:g} epochs of classification, "
                  f"{plan.squad_epochs:g} of SQuAD")
+    demo = Demo(workdir, plan, seed)
+    corpus = demo.corpus(corpus_mb)
+    train_text, held_out_text = workdir / "train.txt", workdir / "heldout.txt"
+    split_held_out(corpus, train_text, held_out_text)
+    vocab = demo.vocab(train_text, vocab_size)
+    records, held_out_records = demo.records(train_text, held_out_text, vocab)
+    model = demo.pretrain(records, held_out_records)
+    tasks = demo.tasks()
+    classifier, squad_model = demo.finetune(model, tasks)
+    demo.serve(classifier, squad_model, tasks)
+    return demo.steps
 
-    def timed(name: str, output: Path | None, args: list[str] | None, figures: Callable[[], str],
+
+@dataclasses.dataclass
+class Demo:
+    """One demo run: where it works, how long its steps run, and the steps finished so far.
+
+    Each stage method runs one or two steps through :meth:`timed`; each
+    ``*_figures`` method reads a step's key figures back from the files it wrote.
+    """
+
+    workdir: Path
+    plan: DemoPlan
+    seed: int
+    steps: list[Step] = dataclasses.field(default_factory=list)
+
+    def timed(self, name: str, output: Path | None, args: list[str] | None, figures: Callable[[], str],
               action: Callable[[], None] | None = None, capture: list[dict] | None = None) -> None:
         """Runs ``bert ARGS`` (or ``action`` when ``args`` is None) and records the step.
 
@@ -185,49 +206,73 @@ def run_demo(
             _run(args)
         if action is not None:
             action()
-        steps.append(Step(name, output, figures(), time.perf_counter() - started))
+        self.steps.append(Step(name, output, figures(), time.perf_counter() - started))
 
     # --- pre-training -------------------------------------------------------------------
 
-    corpus = workdir / "corpus.txt"
-    timed("bert corpus", corpus, ["corpus", str(corpus), "--size-mb", str(corpus_mb), "--overwrite"],
-          lambda: f"{corpus.stat().st_size / 1e6:.2f} MB of the standard library's documentation")
+    def corpus(self, corpus_mb: float) -> Path:
+        """``bert corpus``: the built-in corpus of ``corpus_mb`` MB."""
+        corpus = self.workdir / "corpus.txt"
+        self.timed("bert corpus", corpus, ["corpus", str(corpus), "--size-mb", str(corpus_mb), "--overwrite"],
+                   lambda: self.corpus_figures(corpus))
+        return corpus
 
-    train_text, held_out_text = workdir / "train.txt", workdir / "heldout.txt"
-    split_held_out(corpus, train_text, held_out_text)
+    @staticmethod
+    def corpus_figures(corpus: Path) -> str:
+        """The corpus's size."""
+        return f"{corpus.stat().st_size / 1e6:.2f} MB of the standard library's documentation"
 
-    vocab = workdir / "vocab.txt"
+    def vocab(self, train_text: Path, vocab_size: int) -> Path:
+        """``bert vocab``: a vocabulary learnt from the training part of the corpus only."""
+        vocab = self.workdir / "vocab.txt"
+        self.timed("bert vocab", vocab, ["vocab", str(train_text), "--vocab-size", str(vocab_size), "-o", str(vocab),
+                                         "--overwrite"], lambda: self.vocab_figures(vocab))
+        return vocab
 
-    def vocab_figures() -> str:
-        manifest = _read_json(vocab.with_suffix(".json"))
+    @staticmethod
+    def vocab_figures(vocab: Path) -> str:
+        """The vocabulary's size and how well it covers the held-out words, from its manifest."""
+        manifest = read_json(vocab.with_suffix(".json"))
         held = manifest["holdout"]
         return (f"{manifest['vocab_size']:,} entries; held-out words: {held['unk_word_share']:.2%} [UNK], "
                 f"{held['pieces_per_word']:.2f} pieces/word")
 
-    timed("bert vocab", vocab, ["vocab", str(train_text), "--vocab-size", str(vocab_size), "-o", str(vocab),
-                                "--overwrite"], vocab_figures)
+    def records(self, train_text: Path, held_out_text: Path, vocab: Path) -> tuple[Path, Path]:
+        """``bert make-data`` twice: the pre-training records, then the held-out ones for evaluation."""
+        records, held_out_records = self.workdir / "records", self.workdir / "heldout_records"
+        record_options = ["--max-seq-length", "64", "--max-predictions-per-seq", "10", "--seed", str(self.seed),
+                          "--overwrite"]
+        self.timed("bert make-data", records,
+                   ["make-data", str(train_text), "--vocab", str(vocab), "-o", str(records), "--dupe-factor", "3",
+                    "--num-shards", "2", *record_options], lambda: self.records_figures(records))
+        self.timed("bert make-data (held out)", held_out_records,
+                   ["make-data", str(held_out_text), "--vocab", str(vocab), "-o", str(held_out_records),
+                    "--dupe-factor", "1", *record_options], lambda: self.records_figures(held_out_records))
+        return records, held_out_records
 
-    records, held_out_records = workdir / "records", workdir / "heldout_records"
+    @staticmethod
+    def records_figures(directory: Path) -> str:
+        """How many examples the records hold and what share of their tokens is masked, from their manifest."""
+        counts = read_json(directory / "manifest.json")["counts"]
+        return (f"{counts['instances']:,} examples from {counts['documents']:,} documents, "
+                f"{counts['masked_tokens'] / max(counts['real_tokens'], 1):.1%} of tokens masked")
 
-    def records_figures(directory: Path) -> Callable[[], str]:
-        def figures() -> str:
-            counts = _read_json(directory / "manifest.json")["counts"]
-            return (f"{counts['instances']:,} examples from {counts['documents']:,} documents, "
-                    f"{counts['masked_tokens'] / max(counts['real_tokens'], 1):.1%} of tokens masked")
-        return figures
+    def pretrain(self, records: Path, held_out_records: Path) -> Path:
+        """``bert pretrain``: the tiny model for the planned steps, evaluated on the held-out records."""
+        model = self.workdir / "model"
+        train = self.plan.train_steps
+        self.timed("bert pretrain", model,
+                   ["pretrain", str(records), "-o", str(model), "--model", "tiny", "--batch-size", "32",
+                    "--train-steps", str(train), "--warmup-steps", str(max(1, train // 10)),
+                    "--learning-rate", "1e-3", "--log-every", str(max(1, train // 8)), "--save-every",
+                    str(train), "--eval-input", str(held_out_records), "--eval-batches", "20", "--overwrite"],
+                   lambda: self.pretrain_figures(model))
+        return model
 
-    record_options = ["--max-seq-length", "64", "--max-predictions-per-seq", "10", "--seed", str(seed), "--overwrite"]
-    timed("bert make-data", records,
-          ["make-data", str(train_text), "--vocab", str(vocab), "-o", str(records), "--dupe-factor", "3",
-           "--num-shards", "2", *record_options], records_figures(records))
-    timed("bert make-data (held out)", held_out_records,
-          ["make-data", str(held_out_text), "--vocab", str(vocab), "-o", str(held_out_records),
-           "--dupe-factor", "1", *record_options], records_figures(held_out_records))
-
-    model = workdir / "model"
-
-    def pretrain_figures() -> str:
-        summary = _read_json(model / "pretrain.json")
+    @staticmethod
+    def pretrain_figures(model: Path) -> str:
+        """Steps run and masked-LM accuracy at the start and the end (and held out), from the run's summary."""
+        summary = read_json(model / "pretrain.json")
         history, evaluation = summary["history"], summary.get("evaluation") or {}
         first, last = history[0], history[-1]
         text = (f"{summary['final_step']:,} steps; MLM accuracy {first['mlm_accuracy']:.1%} → "
@@ -236,105 +281,118 @@ def run_demo(
             text += f"; held-out MLM {evaluation['mlm_accuracy']:.1%}"
         return text
 
-    train = plan.train_steps
-    timed("bert pretrain", model,
-          ["pretrain", str(records), "-o", str(model), "--model", "tiny", "--batch-size", "32",
-           "--train-steps", str(train), "--warmup-steps", str(max(1, train // 10)),
-           "--learning-rate", "1e-3", "--log-every", str(max(1, train // 8)), "--save-every",
-           str(train), "--eval-input", str(held_out_records), "--eval-batches", "20", "--overwrite"],
-          pretrain_figures)
-
     # --- the tasks made from the same sources ---------------------------------------------
 
-    tasks = workdir / "tasks"
-    counts: dict = {}
+    def tasks(self) -> Path:
+        """The two fine-tuning tasks (:mod:`data.demo_tasks`), made in-process rather than by a command."""
+        tasks = self.workdir / "tasks"
+        counts: dict = {}
+        self.timed("demo tasks", tasks, None, lambda: self.tasks_figures(counts),
+                   action=lambda: counts.update(self.make_tasks(tasks)))
+        return tasks
 
-    def make_tasks() -> None:
+    def make_tasks(self, tasks: Path) -> dict:
+        """Writes the tasks under ``tasks``, shows their sizes and returns their counts."""
         from data.demo_tasks import write_demo_tasks
 
         console.stderr.rule("[bold]demo tasks")
-        console.info(f"[dim]data.demo_tasks.write_demo_tasks({str(tasks)!r}, seed={seed})[/]")
-        counts.update(write_demo_tasks(tasks, seed=seed))
+        console.info(f"[dim]data.demo_tasks.write_demo_tasks({str(tasks)!r}, seed={self.seed})[/]")
+        counts = write_demo_tasks(tasks, seed=self.seed)
         classify, squad = counts["classify"], counts["squad"]
         console.info(f"classification: {classify['train']:,} train / {classify['dev']:,} dev sentences, "
                      f"labels {', '.join(classify['labels'])}")
         console.info(f"SQuAD: {squad['train']:,} train / {squad['dev']:,} dev questions over "
                      f"{squad['train_contexts'] + squad['dev_contexts']:,} contexts")
+        return counts
 
-    def tasks_figures() -> str:
+    @staticmethod
+    def tasks_figures(counts: dict) -> str:
+        """The sizes of both tasks and how many modules they come from."""
         classify, squad = counts["classify"], counts["squad"]
         return (f"classify: {classify['train']:,}/{classify['dev']:,} sentences (train/dev), "
                 f"{len(classify['labels'])} labels from {classify['train_modules'] + classify['dev_modules']} modules; "
                 f"squad: {squad['train']:,}/{squad['dev']:,} questions from "
                 f"{squad['train_modules'] + squad['dev_modules']} modules")
 
-    timed("demo tasks", tasks, None, tasks_figures, action=make_tasks)
-
     # --- fine-tuning ----------------------------------------------------------------------
 
-    classifier, squad_model = workdir / "classifier", workdir / "squad"
-    # A rate well above BERT-Base's 5e-5: the tiny model has seen only a few minutes of
-    # pre-training, and at 2e-4 classification stayed near chance in three epochs (24 % vs 41 % at 1e-3).
-    shared = ["--init", str(model), "--batch-size", "32", "--learning-rate", "1e-3", "--seed", str(seed),
-              "--overwrite"]
+    def finetune(self, model: Path, tasks: Path) -> tuple[Path, Path]:
+        """``bert finetune classify`` and ``bert finetune squad``, both from the pre-trained ``model``."""
+        classifier, squad_model = self.workdir / "classifier", self.workdir / "squad"
+        # A rate well above BERT-Base's 5e-5: the tiny model has seen only a few minutes of
+        # pre-training, and at 2e-4 classification stayed near chance in three epochs (24 % vs 41 % at 1e-3).
+        shared = ["--init", str(model), "--batch-size", "32", "--learning-rate", "1e-3", "--seed", str(self.seed),
+                  "--overwrite"]
+        self.timed("bert finetune classify", classifier,
+                   ["finetune", "classify", str(tasks / "classify" / "train.tsv"),
+                    "--dev", str(tasks / "classify" / "dev.tsv"), "--output", str(classifier),
+                    "--max-seq-length", "64", "--epochs", f"{self.plan.classify_epochs:g}", *shared],
+                   lambda: self.finetune_figures(classifier, ("accuracy", "macro_f1")))
+        self.timed("bert finetune squad", squad_model,
+                   ["finetune", "squad", str(tasks / "squad" / "train.json"),
+                    "--dev", str(tasks / "squad" / "dev.json"), "--output", str(squad_model),
+                    "--max-seq-length", "128", "--doc-stride", "64", "--max-query-length", "32",
+                    "--epochs", f"{self.plan.squad_epochs:g}", *shared],
+                   lambda: self.finetune_figures(squad_model, ("exact_match", "exact", "f1")))
+        return classifier, squad_model
 
-    def finetune_figures(directory: Path, scores: tuple[str, ...]) -> Callable[[], str]:
-        def figures() -> str:
-            summary = _read_json(directory / "finetune.json")
-            dev = summary.get("dev") or {}
-            shown = [f"{name.replace('_', ' ')} {_percent(dev[name])}" for name in scores if name in dev]
-            best = summary.get("best") or {}
-            where = f" (best epoch {best['epoch']:g})" if best.get("epoch") is not None else ""
-            return f"{summary['final_step']:,} steps; dev " + ", ".join(shown or ["not evaluated"]) + where
-        return figures
-
-    timed("bert finetune classify", classifier,
-          ["finetune", "classify", str(tasks / "classify" / "train.tsv"), "--dev", str(tasks / "classify" / "dev.tsv"),
-           "--output", str(classifier), "--max-seq-length", "64", "--epochs", f"{plan.classify_epochs:g}", *shared],
-          finetune_figures(classifier, ("accuracy", "macro_f1")))
-    timed("bert finetune squad", squad_model,
-          ["finetune", "squad", str(tasks / "squad" / "train.json"), "--dev", str(tasks / "squad" / "dev.json"),
-           "--output", str(squad_model), "--max-seq-length", "128", "--doc-stride", "64", "--max-query-length", "32",
-           "--epochs", f"{plan.squad_epochs:g}", *shared],
-          finetune_figures(squad_model, ("exact_match", "exact", "f1")))
+    @staticmethod
+    def finetune_figures(directory: Path, scores: tuple[str, ...]) -> str:
+        """Steps run and the dev ``scores`` (those present), with the best epoch, from the run's summary."""
+        summary = read_json(directory / "finetune.json")
+        dev = summary.get("dev") or {}
+        shown = [f"{name.replace('_', ' ')} {_percent(dev[name])}" for name in scores if name in dev]
+        best = summary.get("best") or {}
+        where = f" (best epoch {best['epoch']:g})" if best.get("epoch") is not None else ""
+        return f"{summary['final_step']:,} steps; dev " + ", ".join(shown or ["not evaluated"]) + where
 
     # --- export, then predict with the export -----------------------------------------------
 
-    exports = workdir / "export"
-    sentences, questions = dev_inputs(tasks)
-    printed: list[dict] = []
+    def serve(self, classifier: Path, squad_model: Path, tasks: Path) -> None:
+        """Exports each fine-tuned model, then predicts with the export on a few dev inputs (:func:`dev_inputs`)."""
+        exports = self.workdir / "export"
+        sentences, questions = dev_inputs(tasks)
+        served = [
+            ("classifier", classifier,
+             [sentence for sentence, _ in sentences], [label for _, label in sentences]),
+            ("squad", squad_model,
+             [option for question, context, _ in questions
+              for option in ("--question", question, "--context", context)],
+             [answer for _, _, answer in questions]),
+        ]
+        for name, model_dir, inputs, gold in served:
+            export = self.export(name, model_dir, exports / name)
+            self.predict(name, export, inputs, gold)
 
-    def export_figures(directory: Path) -> Callable[[], str]:
-        return lambda: f"SavedModel, {_directory_size(directory) / 1e6:.1f} MB"
+    def export(self, name: str, model_dir: Path, export: Path) -> Path:
+        """``bert export`` of the fine-tuned ``model_dir`` to ``export``."""
+        self.timed(f"bert export ({name})", export, ["export", str(model_dir), str(export), "--overwrite"],
+                   lambda: self.export_figures(export))
+        return export
 
-    def predict_figures(gold: list[str]) -> Callable[[], str]:
-        def figures() -> str:
-            shown = []
-            for record, expected in zip(printed, gold):
-                if "answer" in record:
-                    shown.append(f"“{record['answer']}” (gold “{expected}”)")
-                else:
-                    probability = record.get("probabilities", {}).get(record["label"])
-                    shown.append(f"{record['label']}" + (f" {probability:.2f}" if probability is not None else "")
-                                 + f" (gold {expected})")
-            return "; ".join(shown)
-        return figures
+    @staticmethod
+    def export_figures(directory: Path) -> str:
+        """The export's size on disk."""
+        return f"SavedModel, {_directory_size(directory) / 1e6:.1f} MB"
 
-    served = [
-        ("classifier", classifier,
-         [sentence for sentence, _ in sentences], [label for _, label in sentences]),
-        ("squad", squad_model,
-         [option for question, context, _ in questions for option in ("--question", question, "--context", context)],
-         [answer for _, _, answer in questions]),
-    ]
-    for name, model_dir, inputs, gold in served:
-        export = exports / name
-        timed(f"bert export ({name})", export, ["export", str(model_dir), str(export), "--overwrite"],
-              export_figures(export))
-        printed.clear()
-        timed(f"bert predict ({name})", None, ["predict", str(export), *inputs, "--jsonl"], predict_figures(gold),
-              capture=printed)
-    return steps
+    def predict(self, name: str, export: Path, inputs: list[str], gold: list[str]) -> None:
+        """``bert predict --jsonl`` with the export on ``inputs``; the figures set each prediction beside its gold."""
+        printed: list[dict] = []
+        self.timed(f"bert predict ({name})", None, ["predict", str(export), *inputs, "--jsonl"],
+                   lambda: self.predict_figures(printed, gold), capture=printed)
+
+    @staticmethod
+    def predict_figures(printed: list[dict], gold: list[str]) -> str:
+        """Each printed prediction (label and probability, or answer) beside its gold one."""
+        shown = []
+        for record, expected in zip(printed, gold):
+            if "answer" in record:
+                shown.append(f"“{record['answer']}” (gold “{expected}”)")
+            else:
+                probability = record.get("probabilities", {}).get(record["label"])
+                shown.append(f"{record['label']}" + (f" {probability:.2f}" if probability is not None else "")
+                             + f" (gold {expected})")
+        return "; ".join(shown)
 
 
 def _json_records(args: list[str]) -> list[dict]:
