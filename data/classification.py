@@ -173,7 +173,9 @@ def _read_rows(path: Path, file_format: str) -> list[tuple[int, list[str] | dict
             try:
                 value = json.loads(line)
             except json.JSONDecodeError as error:
-                raise DataError(f"{path}:{number}: invalid JSON ({error.msg}); each line must be one JSON object") from None
+                raise DataError(
+                    f"{path}:{number}: invalid JSON ({error.msg}); each line must be one JSON object"
+                ) from None
             if not isinstance(value, dict):
                 raise DataError(f"{path}:{number}: expected a JSON object, got {type(value).__name__}")
             rows.append((number, value))
@@ -222,6 +224,7 @@ def read_dataset(
 
 
 def _from_fields(path, rows, text_column, text_pair_column, label_column, header, require_labels) -> Dataset:
+    """A dataset from TSV or CSV rows: the header (given or detected), the columns, then one example a row."""
     asked = (text_column, text_pair_column, label_column)
     first_line, first = rows[0]
     if header is None:
@@ -231,41 +234,66 @@ def _from_fields(path, rows, text_column, text_pair_column, label_column, header
     if not body:
         raise DataError(f"{path}: holds only a header row; it needs examples below it")
     width = len(first)
-
-    def index_of(column: str | None, option: str, required: bool) -> int | None:
-        if column is None:
-            return None
-        if _is_index(column):
-            index = int(column)
-            if not -width <= index < width:
-                if not required:
-                    return None
-                raise DataError(f"{path}: {option} {column} is out of range; rows have {width} fields (0-{width - 1})")
-            return index % width
-        if names is None:
-            raise DataError(f"{path}: {option} {column!r} names a column but the file has no header row; "
-                            "give a 0-based column number or add a header")
-        if column not in names:
-            if not required:
-                return None
-            raise DataError(f"{path}: no column {column!r} for {option}; the columns are: {', '.join(names)}")
-        return names.index(column)
-
     text_column, text_pair_column, label_column = _default_columns(
         names, width, text_column, text_pair_column, label_column
     )
-    text_index = index_of(text_column, "--text-column", True)
-    pair_index = index_of(text_pair_column, "--text-pair-column", True)
-    label_index = index_of(label_column, "--label-column", require_labels)
+    text_index = _column_index(path, names, width, text_column, "--text-column", True)
+    pair_index = _column_index(path, names, width, text_pair_column, "--text-pair-column", True)
+    label_index = _column_index(path, names, width, label_column, "--label-column", require_labels)
     if require_labels and label_index is None:
         raise DataError(f"{path}: rows have one field, so there is no label column; "
                         "put the label in a second, tab-separated column")
+    label_name = _shown(label_column, names) if label_index is not None else None
+    what = "the header" if header else "the first row"
+    examples = _field_examples(path, body, width, f"{what} (line {first_line})", (text_index, pair_index, label_index),
+                               label_name, require_labels)
+    columns = Columns(
+        text=_shown(text_column, names),
+        text_pair=_shown(text_pair_column, names) if pair_index is not None else None,
+        label=label_name,
+    )
+    return Dataset(path, examples, columns)
+
+
+def _column_index(path, names: list[str] | None, width: int, column: str | None, option: str,
+                  required: bool) -> int | None:
+    """The field index of ``column`` (a header name or a 0-based index, negative from the end).
+
+    None when no column is asked for, or when an optional one is not there;
+    DataError naming ``option`` when a required one is not there.
+    """
+    if column is None:
+        return None
+    if _is_index(column):
+        index = int(column)
+        if not -width <= index < width:
+            if not required:
+                return None
+            raise DataError(f"{path}: {option} {column} is out of range; rows have {width} fields (0-{width - 1})")
+        return index % width
+    if names is None:
+        raise DataError(f"{path}: {option} {column!r} names a column but the file has no header row; "
+                        "give a 0-based column number or add a header")
+    if column not in names:
+        if not required:
+            return None
+        raise DataError(f"{path}: no column {column!r} for {option}; the columns are: {', '.join(names)}")
+    return names.index(column)
+
+
+def _field_examples(path, body, width: int, first: str, indices: tuple[int, int | None, int | None],
+                    label_name: str | None, require_labels: bool) -> list[Example]:
+    """One example per row of fields; DataError for a row of another width than ``first`` or without a label.
+
+    ``indices`` are the text, text pair and label fields (None: not read);
+    ``label_name`` is how the label column is named in messages.
+    """
+    text_index, pair_index, label_index = indices
     examples = []
     for line, fields in body:
         if len(fields) != width:
-            what = "the header" if header else "the first row"
             raise DataError(
-                f"{path}:{line}: {len(fields)} fields, expected {width} like {what} (line {first_line}); "
+                f"{path}:{line}: {len(fields)} fields, expected {width} like {first}; "
                 "check for a stray tab or comma, or quote the field"
             )
         label = None
@@ -273,8 +301,7 @@ def _from_fields(path, rows, text_column, text_pair_column, label_column, header
             label = fields[label_index].strip()
             if not label:
                 if require_labels:
-                    raise DataError(f"{path}:{line}: no label in column {_shown(label_column, names)!r}; "
-                                    "every example needs one")
+                    raise DataError(f"{path}:{line}: no label in column {label_name!r}; every example needs one")
                 label = None
         examples.append(Example(
             text=fields[text_index],
@@ -282,12 +309,7 @@ def _from_fields(path, rows, text_column, text_pair_column, label_column, header
             label=label,
             line=line,
         ))
-    columns = Columns(
-        text=_shown(text_column, names),
-        text_pair=_shown(text_pair_column, names) if pair_index is not None else None,
-        label=_shown(label_column, names) if label_index is not None else None,
-    )
-    return Dataset(path, examples, columns)
+    return examples
 
 
 def _shown(column: str | None, names: list[str] | None) -> str | None:

@@ -117,7 +117,8 @@ def _packed_sizes(values):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _write_feature(out, f, offsets, key, tag, entry, feature, listed, size, values, kind):  # pragma: no cover - compiled
+def _write_feature(out, f, offsets, key, tag, entry, feature, listed, size, values,
+                   kind):  # pragma: no cover - compiled
     """Writes feature ``f``'s map entry of every record: ``out[offsets[r, f]:]`` for row ``r``.
 
     ``entry``/``feature``/``listed``/``size`` are ``[N, F]`` byte lengths of

@@ -364,6 +364,28 @@ def build_default_corpus(
         raise DataError(
             f"corpus size {target_bytes} bytes is too small; ask for at least {MIN_TARGET_BYTES} bytes (0.01 MB)"
         )
+    documents, total = _gather_documents(target_bytes, on_bytes)
+    if not documents:
+        raise DataError("the Python installation holds no usable documentation text for the default corpus")
+    stats = CorpusStats(
+        documents=len(documents),
+        sentences=sum(len(document.sentences) for document in documents),
+        words=sum(len(sentence.split()) for document in documents for sentence in document.sentences),
+        bytes=total,
+        sources=tuple(document.source for document in documents),
+    )
+    return DefaultCorpus(tuple(documents), stats)
+
+
+def _gather_documents(
+    target_bytes: int, on_bytes: Callable[[int], None] | None
+) -> tuple[list[CorpusDocument], int]:
+    """Documents of two or more sentences, drawn in turn from the source that has contributed least so far.
+
+    Stops at the first document that would overflow ``target_bytes``, after
+    adding what of it fits (see :func:`_cut_to_fit`). Returns the documents
+    and their size in bytes of the file, blank lines between them included.
+    """
     seen: set[str] = set()
     # Both sources are lazy: a small corpus parses only the modules it uses.
     sources = [_topic_documents(seen), _module_documents(seen)]
@@ -381,13 +403,9 @@ def build_default_corpus(
         separator = 1 if documents else 0  # the blank line before every document but the first
         size = separator + _encoded_size(document.sentences)
         if total + size > target_bytes:
-            # Cut the last document after its last whole sentence that fits, then stop.
-            sentences = list(document.sentences)
-            while sentences and total + separator + _encoded_size(sentences) > target_bytes:
-                sentences.pop()
-            if len(sentences) >= 2:
-                document = CorpusDocument(document.source, tuple(sentences))
-                size = separator + _encoded_size(sentences)
+            document = _cut_to_fit(document, target_bytes - total - separator)
+            if document is not None:
+                size = separator + _encoded_size(document.sentences)
                 documents.append(document)
                 total += size
                 if on_bytes is not None:
@@ -398,16 +416,17 @@ def build_default_corpus(
         total += size
         if on_bytes is not None:
             on_bytes(size)
-    if not documents:
-        raise DataError("the Python installation holds no usable documentation text for the default corpus")
-    stats = CorpusStats(
-        documents=len(documents),
-        sentences=sum(len(document.sentences) for document in documents),
-        words=sum(len(sentence.split()) for document in documents for sentence in document.sentences),
-        bytes=total,
-        sources=tuple(document.source for document in documents),
-    )
-    return DefaultCorpus(tuple(documents), stats)
+    return documents, total
+
+
+def _cut_to_fit(document: CorpusDocument, room: int) -> CorpusDocument | None:
+    """The document cut after its last whole sentence that fits in ``room`` bytes; None when under two are left."""
+    sentences = list(document.sentences)
+    while sentences and _encoded_size(sentences) > room:
+        sentences.pop()
+    if len(sentences) >= 2:
+        return CorpusDocument(document.source, tuple(sentences))
+    return None
 
 
 def write_default_corpus(

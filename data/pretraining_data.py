@@ -512,7 +512,9 @@ def process_chunk(
     group_counts = np.zeros(groups, dtype=np.int64)
     stats = MaskingStats()
     for start in range(0, len(instances), batch):
-        features, batch_stats = mask_instances(chunk.tokens, instances[start : start + batch], options, vocab, masking_rng)
+        features, batch_stats = mask_instances(
+            chunk.tokens, instances[start : start + batch], options, vocab, masking_rng
+        )
         rows = len(features["input_ids"])
         order = records.grouped_order(rows, groups, start)
         if groups > 1:
@@ -743,6 +745,30 @@ def create_pretraining_data(
         DataError: for anything wrong with the inputs, vocabulary, options or output directory.
     """
     started = time.perf_counter()
+    _check_run_arguments(options, num_shards, workers, compression)
+    files = expand_inputs(inputs)
+    output = Path(output)
+    vocab, lowercase = _load_vocabulary(vocab_path, lowercase)
+    identity = _dataset_identity(files, options, vocab, lowercase, num_shards, compression)
+    old_shards = _check_output(output, identity, overwrite)
+    warnings = _masking_warnings(options)
+    input_bytes = total_bytes(files)
+    if on_total is not None:
+        on_total(input_bytes)
+    flow = _ChunkFlow(options, num_shards, compression, workers, started, on_progress)
+    shards, shard_counts = _write_shards(flow, files, vocab, lowercase, output, old_shards, on_bytes)
+    report = PretrainingDataReport(
+        output=output, manifest=output / records.MANIFEST_NAME, shards=tuple(shards), shard_counts=shard_counts,
+        files=len(files), input_bytes=input_bytes, chunks=flow.chunks, documents=flow.progress.documents,
+        sentences=flow.progress.sentences, tokens=flow.progress.tokens, stats=flow.stats, options=options,
+        lowercase=lowercase, seconds=time.perf_counter() - started, warnings=tuple(warnings),
+    )
+    _write_manifest(report, identity, vocab, files)
+    return report
+
+
+def _check_run_arguments(options: PretrainingDataOptions, num_shards: int, workers: int, compression: str) -> None:
+    """Refuses a recipe, shard count, worker count or compression the run cannot honour, before any work."""
     options.validate()
     if num_shards < 1:
         raise DataError(f"--num-shards {num_shards}: must be at least 1")
@@ -750,15 +776,18 @@ def create_pretraining_data(
         raise DataError(f"--workers {workers}: must be 0 (no worker processes) or more")
     if compression not in records.COMPRESSIONS:
         raise DataError(f"--compression {compression}: use one of {', '.join(records.COMPRESSIONS)}")
-    files = expand_inputs(inputs)
-    output = Path(output)
 
+
+def _load_vocabulary(vocab_path: str | os.PathLike, lowercase: bool | None):
+    """The vocabulary and the casing to tokenize with (None: the vocabulary's, see ``resolve_lowercase``)."""
     from data.tokenization import Vocabulary, resolve_lowercase
 
     vocab = Vocabulary.load(vocab_path)
-    lowercase = resolve_lowercase(vocab, lowercase)
-    identity = _dataset_identity(files, options, vocab, lowercase, num_shards, compression)
-    old_shards = _check_output(output, identity, overwrite)
+    return vocab, resolve_lowercase(vocab, lowercase)
+
+
+def _masking_warnings(options: PretrainingDataOptions) -> list[str]:
+    """A warning when ``max_predictions_per_seq`` caps the masking of a full sequence (likely a recipe mistake)."""
     warnings = []
     full = round(options.max_seq_length * options.masked_lm_prob)
     if full > options.max_predictions_per_seq:
@@ -767,100 +796,133 @@ def create_pretraining_data(
             f"{options.max_seq_length} tokens would get {full} predictions at --masked-lm-prob "
             f"{options.masked_lm_prob:g} (the original used 20 for 128 and 80 for 512)"
         )
+    return warnings
 
-    input_bytes = total_bytes(files)
-    if on_total is not None:
-        on_total(input_bytes)
+
+def _make_output_directory(output: Path) -> None:
+    """Creates the output directory and deletes what a killed run left there."""
     try:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise DataError(f"--output {output}: cannot create the directory ({error.strerror})") from None
     _remove_leftovers(output)
 
-    progress = Progress()
-    stats = MaskingStats()
+
+@dataclasses.dataclass
+class _ChunkFlow:
+    """Chunks on their way from the tokenizer to the shards, and the running totals.
+
+    Without workers (``pool`` None) each chunk is processed here as it comes.
+    With them, chunks tokenized while the workers start wait in ``waiting``;
+    results are written in chunk order as they finish, and a few chunks per
+    worker at most are held, which bounds memory.
+    """
+
+    options: PretrainingDataOptions
+    num_shards: int
+    compression: str
+    workers: int
+    started: float
+    on_progress: Callable[[Progress], None] | None
+    pool: _Workers | None = None
+    vocab_ids: VocabularyIds | None = None
+    writer: records.ShardWriter | None = None
+    progress: Progress = dataclasses.field(default_factory=Progress)
+    stats: MaskingStats = dataclasses.field(default_factory=MaskingStats)
+    chunks: int = 0
+    in_flight: collections.deque = dataclasses.field(default_factory=collections.deque)
+    waiting: list[TokenizedChunk] = dataclasses.field(default_factory=list)
+
+    def add(self, chunk: TokenizedChunk) -> None:
+        """Adds a chunk to the totals, then processes it here or hands it to the workers (writing what is ready)."""
+        self.chunks += 1
+        self.progress.documents += chunk.num_documents
+        self.progress.sentences += chunk.num_sentences
+        self.progress.tokens += len(chunk.tokens)
+        if self.pool is None:
+            self.finish(process_chunk(chunk, self.options, self.vocab_ids, self.num_shards, self.compression))
+            return
+        self.waiting.append(chunk)
+        if self.pool.ready() or len(self.waiting) > 4 * self.workers:
+            self.hand_over()
+        while self.in_flight and (self.in_flight[0].done() or len(self.in_flight) > 2 * self.workers + 2):
+            self.finish(self.in_flight.popleft().result())
+
+    def hand_over(self) -> None:
+        """Submits the waiting chunks to the workers."""
+        for chunk in self.waiting:
+            future = self.pool.submit(chunk, self.options, self.vocab_ids, self.num_shards, self.compression)
+            self.in_flight.append(future)
+        self.waiting.clear()
+
+    def drain(self) -> None:
+        """Hands over the chunks still waiting and writes every result still to come, in chunk order."""
+        self.hand_over()
+        while self.in_flight:
+            self.finish(self.in_flight.popleft().result())
+
+    def finish(self, result: ChunkResult) -> None:
+        """Appends a chunk's records to the shards (deleting the worker's file) and reports progress."""
+        source = result.blob if result.path is None else result.path
+        self.writer.write_groups(source, result.group_bytes, result.group_counts)
+        if result.path is not None:
+            os.unlink(result.path)
+        self.stats.add(result.stats)
+        self.progress.instances = self.stats.instances
+        self.progress.seconds = time.perf_counter() - self.started
+        if self.on_progress is not None:
+            self.on_progress(self.progress)
+
+
+def _write_shards(
+    flow: _ChunkFlow,
+    files: Sequence[Path],
+    vocab,
+    lowercase: bool,
+    output: Path,
+    old_shards: list[Path],
+    on_bytes: Callable[[int], None] | None,
+) -> tuple[list[Path], tuple[int, ...]]:
+    """Reads, tokenizes, processes and writes every chunk through ``flow``; the shards and their counts.
+
+    The workers start first (in the background) so that they are up by the
+    time the tokenizer is built and the first chunks are tokenized; they are
+    stopped whatever happens.
+    """
+    _make_output_directory(output)
+    options = flow.options
     chunk_chars = max(1, round(options.chunk_size_mb * _MB))
     documents = read_documents(files, options.input_format, on_bytes)
-    in_flight: collections.deque = collections.deque()
-    chunks = 0
-    pool = _Workers(workers, output / f".chunks-{os.getpid()}") if workers > 0 else None
+    flow.pool = _Workers(flow.workers, output / f".chunks-{os.getpid()}") if flow.workers > 0 else None
     try:
         tokenize = _tokenizer_for(vocab, lowercase)
-        vocab_ids = VocabularyIds.from_vocabulary(vocab)
-        with records.ShardWriter(output, num_shards, compression) as writer:
-
-            def finish(result: ChunkResult) -> None:
-                writer.write_groups(result.blob if result.path is None else result.path, result.group_bytes, result.group_counts)
-                if result.path is not None:
-                    os.unlink(result.path)
-                stats.add(result.stats)
-                progress.instances = stats.instances
-                progress.seconds = time.perf_counter() - started
-                if on_progress is not None:
-                    on_progress(progress)
-
-            waiting: list[TokenizedChunk] = []  # tokenized while the workers start
-
-            def hand_over() -> None:
-                for chunk in waiting:
-                    in_flight.append(pool.submit(chunk, options, vocab_ids, num_shards, compression))
-                waiting.clear()
-
-            for chunk in tokenized_chunks(documents, chunk_chars, tokenize, max(1, workers)):
-                chunks += 1
+        flow.vocab_ids = VocabularyIds.from_vocabulary(vocab)
+        with records.ShardWriter(output, flow.num_shards, flow.compression) as writer:
+            flow.writer = writer
+            for chunk in tokenized_chunks(documents, chunk_chars, tokenize, max(1, flow.workers)):
                 # Only a corpus of fewer than MIN_CHUNK_DOCUMENTS documents makes such a chunk.
                 if options.next_sentence_prediction and chunk.num_documents < 2:
                     _too_few_documents(files, chunk.num_documents)
-                progress.documents += chunk.num_documents
-                progress.sentences += chunk.num_sentences
-                progress.tokens += len(chunk.tokens)
-                if pool is None:
-                    finish(process_chunk(chunk, options, vocab_ids, num_shards, compression))
-                    continue
-                waiting.append(chunk)
-                if pool.ready() or len(waiting) > 4 * workers:
-                    hand_over()
-                # Results are written in chunk order as they finish; a few
-                # chunks per worker at most are held, which bounds memory.
-                while in_flight and (in_flight[0].done() or len(in_flight) > 2 * workers + 2):
-                    finish(in_flight.popleft().result())
-            hand_over()
-            while in_flight:
-                finish(in_flight.popleft().result())
-            if progress.documents == 0:
+                flow.add(chunk)
+            flow.drain()
+            if flow.progress.documents == 0:
                 _too_few_documents(files, 0)
-            writer.close()
-            # The old dataset stops looking complete before its shards are replaced.
-            (output / records.MANIFEST_NAME).unlink(missing_ok=True)
-            shards = writer.publish()
-            for stale in old_shards:
-                if stale not in shards:
-                    stale.unlink(missing_ok=True)
-            shard_counts = tuple(writer.counts)
+            return _publish(writer, output, old_shards)
     finally:
-        if pool is not None:
-            pool.close()
+        if flow.pool is not None:
+            flow.pool.close()
 
-    seconds = time.perf_counter() - started
-    report = PretrainingDataReport(
-        output=output,
-        manifest=output / records.MANIFEST_NAME,
-        shards=tuple(shards),
-        shard_counts=shard_counts,
-        files=len(files),
-        input_bytes=input_bytes,
-        chunks=chunks,
-        documents=progress.documents,
-        sentences=progress.sentences,
-        tokens=progress.tokens,
-        stats=stats,
-        options=options,
-        lowercase=lowercase,
-        seconds=seconds,
-        warnings=tuple(warnings),
-    )
-    _write_manifest(report, identity, vocab, files)
-    return report
+
+def _publish(writer: records.ShardWriter, output: Path, old_shards: list[Path]) -> tuple[list[Path], tuple[int, ...]]:
+    """Closes the shards and gives them their names; old shards that none replaced are deleted."""
+    writer.close()
+    # The old dataset stops looking complete before its shards are replaced.
+    (output / records.MANIFEST_NAME).unlink(missing_ok=True)
+    shards = writer.publish()
+    for stale in old_shards:
+        if stale not in shards:
+            stale.unlink(missing_ok=True)
+    return shards, tuple(writer.counts)
 
 
 def _too_few_documents(files: Sequence[Path], found: int) -> None:

@@ -82,7 +82,8 @@ def pretraining_dataset(
     spec = feature_spec(max_seq_length, max_predictions, next_sentence)
 
     dataset = tf.data.Dataset.from_tensor_slices(list(files))
-    if input_context is not None and input_context.num_input_pipelines > 1 and len(files) >= input_context.num_input_pipelines:
+    if (input_context is not None and input_context.num_input_pipelines > 1
+            and len(files) >= input_context.num_input_pipelines):
         dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     if training:
         dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
@@ -120,32 +121,72 @@ class _Remasker:
         self.is_continuation = tf.constant(continuation, tf.int32)  # [V]
 
     def __call__(self, batch: dict, seed: tf.Tensor) -> dict:
+        """The batch with a fresh mask drawn from ``seed`` (stateless: the same seed gives the same mask)."""
         options = self.options
         ids = batch["input_ids"]  # [B, T] int64, holding the old masks
         mask = batch["input_mask"]  # [B, T]
         B = tf.shape(ids)[0]
         T = tf.shape(ids)[1]
         P = self.max_predictions
-
-        # Restore the original tokens: put the stored predictions back.
-        weights = batch["masked_lm_weights"] > 0  # [B, P]
-        rows = tf.repeat(tf.range(B, dtype=tf.int64)[:, None], P, axis=1)  # [B, P]
-        where = tf.stack([rows, batch["masked_lm_positions"]], axis=-1)  # [B, P, 2]
-        originals = tf.tensor_scatter_nd_update(
-            ids, tf.boolean_mask(where, weights), tf.boolean_mask(batch["masked_lm_ids"], weights)
-        )  # [B, T]
+        originals = self._restore(batch, B, P)  # [B, T]
 
         seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=4)
         candidate = (mask > 0) & (originals != options.cls_id) & (originals != options.sep_id)  # [B, T]
+        count = self._count(mask)  # [B]
+        positions, real = self._pick(originals, candidate, count, seeds[0], B, T)  # [B, P] each
+        labels = tf.gather(originals, positions, batch_dims=1)  # [B, P]
+
+        choice = tf.random.stateless_uniform([B, P], seed=seeds[1])
+        random_ids = tf.random.stateless_uniform(
+            [B, P], seed=seeds[2], minval=0, maxval=options.vocab_size, dtype=tf.int64
+        )
+        replacement = tf.where(
+            choice < 0.8, tf.cast(options.mask_id, tf.int64), tf.where(choice < 0.9, labels, random_ids)
+        )
+        update_where = tf.stack([tf.repeat(tf.range(B, dtype=tf.int64)[:, None], P, axis=1), positions], -1)
+        new_ids = tf.tensor_scatter_nd_update(
+            originals, tf.boolean_mask(update_where, real), tf.boolean_mask(replacement, real)
+        )
+        result = dict(batch)
+        result["input_ids"] = new_ids
+        result["masked_lm_positions"] = positions
+        result["masked_lm_ids"] = tf.where(real, labels, 0)
+        result["masked_lm_weights"] = tf.cast(real, tf.float32)
+        return result
+
+    @staticmethod
+    def _restore(batch: dict, B: tf.Tensor, P: int) -> tf.Tensor:
+        """The batch's ``input_ids`` with the original tokens back at the stored predictions: ``[B, T]``."""
+        weights = batch["masked_lm_weights"] > 0  # [B, P]
+        rows = tf.repeat(tf.range(B, dtype=tf.int64)[:, None], P, axis=1)  # [B, P]
+        where = tf.stack([rows, batch["masked_lm_positions"]], axis=-1)  # [B, P, 2]
+        return tf.tensor_scatter_nd_update(
+            batch["input_ids"], tf.boolean_mask(where, weights), tf.boolean_mask(batch["masked_lm_ids"], weights)
+        )  # [B, T]
+
+    def _count(self, mask: tf.Tensor) -> tf.Tensor:
+        """Positions to predict in each row, ``min(P, max(1, round(len * prob)))``: ``[B]``."""
         lengths = tf.reduce_sum(mask, axis=1)  # [B], [CLS] and [SEP] counted like the original
-        count = tf.minimum(
-            tf.cast(P, tf.int64),
-            tf.maximum(tf.cast(1, tf.int64), tf.cast(tf.round(tf.cast(lengths, tf.float32) * options.masked_lm_prob), tf.int64)),
+        return tf.minimum(
+            tf.cast(self.max_predictions, tf.int64),
+            tf.maximum(
+                tf.cast(1, tf.int64),
+                tf.cast(tf.round(tf.cast(lengths, tf.float32) * self.options.masked_lm_prob), tf.int64),
+            ),
         )  # [B]
 
+    def _pick(self, originals: tf.Tensor, candidate: tf.Tensor, count: tf.Tensor, seed: tf.Tensor, B: tf.Tensor,
+              T: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Positions to predict, at most ``count`` per row: whole words (single pieces without
+        whole-word masking) among the ``candidate`` positions ``[B, T]``, in random order while they fit.
+
+        Returns ``[B, P]`` positions (sorted, real ones first, 0 after them)
+        and ``[B, P]`` whether each is real.
+        """
+        P = self.max_predictions
         # Each piece gets its word's random score, so a word's pieces sort together
         # (without whole-word masking every piece is a word of its own).
-        if options.whole_word:
+        if self.options.whole_word:
             continues = tf.gather(self.is_continuation, tf.cast(originals, tf.int32)) > 0
             starts = ~(continues & candidate)
         else:
@@ -156,7 +197,7 @@ class _Remasker:
         # A word longer than the whole budget can never be taken; leave it out.
         fits = tf.gather(word_length, segments) <= count[:, None]
         candidate = candidate & fits
-        scores = tf.gather(tf.random.stateless_uniform([B, T], seed=seeds[0]), word_index, batch_dims=1)
+        scores = tf.gather(tf.random.stateless_uniform([B, T], seed=seed), word_index, batch_dims=1)
         scores = tf.where(candidate, scores, -1.0)
         order = tf.argsort(scores, axis=1, direction="DESCENDING", stable=True)  # [B, T]
         ranked_candidate = tf.gather(candidate, order, batch_dims=1)
@@ -170,21 +211,4 @@ class _Remasker:
         picked_positions = tf.where(take, tf.cast(order, tf.int64), tf.cast(T, tf.int64))  # T marks "not taken"
         picked_positions = tf.sort(picked_positions, axis=1)[:, :P]  # [B, P], sorted, real ones first
         real = picked_positions < tf.cast(T, tf.int64)  # [B, P]
-        positions = tf.where(real, picked_positions, 0)
-        labels = tf.gather(originals, positions, batch_dims=1)  # [B, P]
-
-        choice = tf.random.stateless_uniform([B, P], seed=seeds[1])
-        random_ids = tf.random.stateless_uniform(
-            [B, P], seed=seeds[2], minval=0, maxval=options.vocab_size, dtype=tf.int64
-        )
-        replacement = tf.where(choice < 0.8, tf.cast(options.mask_id, tf.int64), tf.where(choice < 0.9, labels, random_ids))
-        update_where = tf.stack([tf.repeat(tf.range(B, dtype=tf.int64)[:, None], P, axis=1), positions], -1)
-        new_ids = tf.tensor_scatter_nd_update(
-            originals, tf.boolean_mask(update_where, real), tf.boolean_mask(replacement, real)
-        )
-        result = dict(batch)
-        result["input_ids"] = new_ids
-        result["masked_lm_positions"] = positions
-        result["masked_lm_ids"] = tf.where(real, labels, 0)
-        result["masked_lm_weights"] = tf.cast(real, tf.float32)
-        return result
+        return tf.where(real, picked_positions, 0), real

@@ -132,7 +132,8 @@ def python_draws(rng: random.Random, kinds: np.ndarray, arguments: np.ndarray) -
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _first_reaching(offsets, value, lo, hi):  # pragma: no cover - compiled
-    """``bisect_left(offsets, value, lo, hi)``: the first ``i`` in ``[lo, hi)`` with ``offsets[i] >= value``, else ``hi``."""
+    """``bisect_left(offsets, value, lo, hi)``: the first ``i`` in ``[lo, hi)`` with ``offsets[i] >= value``,
+    else ``hi``."""
     while lo < hi:
         middle = (lo + hi) >> 1
         if offsets[middle] < value:

@@ -142,80 +142,99 @@ def read_squad(path: str | os.PathLike, require_answers: bool = True) -> SquadFi
     outside its context, duplicate ids, or a file without questions.
     """
     path = existing_file(path, "pass a SQuAD .json file")
+    document = _load_json(path)
+    if not isinstance(document, dict) or "data" not in document:
+        raise _format_error(path, "the top level",
+                            "has no \"data\" key (expected {\"version\": ..., \"data\": [articles]})")
+    if not isinstance(document["data"], list):
+        raise _format_error(path, "\"data\"", "is not a list of articles")
+    squad = SquadFile(path, "", [], [], [])  # filled paragraph by paragraph; the version is set last
+    seen: dict[str, str] = {}
+    for a, article in enumerate(document["data"]):
+        if not isinstance(article, dict) or not isinstance(article.get("paragraphs"), list):
+            raise _format_error(path, _where(a), "has no \"paragraphs\" list")
+        for p, paragraph in enumerate(article["paragraphs"]):
+            _read_paragraph(squad, paragraph, (a, p), require_answers, seen)
+    if not squad.questions:
+        raise DataError(f"{path}: holds no questions; a SQuAD file lists articles -> paragraphs -> qas")
+    version = document.get("version")
+    squad.version = str(version) if version is not None else ""
+    return squad
+
+
+def _load_json(path: Path):
+    """The parsed JSON of a SQuAD file; DataError with the byte, or line and column, of what is not UTF-8 JSON."""
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise DataError(f"{path}: not valid UTF-8 (byte {error.start}); SQuAD files are UTF-8 JSON") from None
     try:
-        document = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as error:
         raise DataError(f"{path}:{error.lineno}:{error.colno}: not valid JSON ({error.msg}); "
                         "a SQuAD file is one JSON object with a \"data\" list") from None
 
-    def fail(where: str, what: str) -> DataError:
-        return DataError(f"{path}: {where} {what}; see the SQuAD format in the README")
 
-    if not isinstance(document, dict) or "data" not in document:
-        raise fail("the top level", "has no \"data\" key (expected {\"version\": ..., \"data\": [articles]})")
-    if not isinstance(document["data"], list):
-        raise fail("\"data\"", "is not a list of articles")
-    contexts: list[str] = []
-    questions: list[Question] = []
-    mismatched: list[str] = []
-    seen: dict[str, str] = {}
-    for a, article in enumerate(document["data"]):
-        if not isinstance(article, dict) or not isinstance(article.get("paragraphs"), list):
-            raise fail(_where(a), "has no \"paragraphs\" list")
-        for p, paragraph in enumerate(article["paragraphs"]):
-            if not isinstance(paragraph, dict) or not isinstance(paragraph.get("context"), str):
-                raise fail(_where(a, p), "has no \"context\" string")
-            if not isinstance(paragraph.get("qas"), list):
-                raise fail(_where(a, p), "has no \"qas\" list")
-            context = paragraph["context"]
-            context_index = len(contexts)
-            contexts.append(context)
-            for q, qa in enumerate(paragraph["qas"]):
-                if not isinstance(qa, dict):
-                    raise fail(_where(a, p, q), "is not an object")
-                qid = qa.get("id")
-                where = _where(a, p, q, qid)
-                for key in ("id", "question"):
-                    if not isinstance(qa.get(key), str):
-                        raise fail(where, f"has no \"{key}\" string")
-                if qid in seen:
-                    raise fail(where, f"repeats the id of {seen[qid]}; question ids must be unique")
-                seen[qid] = where
-                impossible = qa.get("is_impossible", False)
-                if not isinstance(impossible, bool):
-                    raise fail(where, "has an \"is_impossible\" that is not true or false")
-                answers_raw = qa.get("answers", [] if impossible or not require_answers else None)
-                if not isinstance(answers_raw, list):
-                    raise fail(where, "has no \"answers\" list")
-                answers = []
-                for n, answer in enumerate(answers_raw):
-                    if not isinstance(answer, dict) or not isinstance(answer.get("text"), str) \
-                            or not isinstance(answer.get("answer_start"), int) \
-                            or isinstance(answer.get("answer_start"), bool):
-                        raise fail(where, f"answer {n} needs \"text\" (string) and \"answer_start\" (integer)")
-                    start, answer_text = answer["answer_start"], answer["text"]
-                    if start < 0 or start + len(answer_text) > len(context):
-                        raise fail(where, f"answer {n} ({answer_text[:30]!r} at {start}) lies outside its context "
-                                          f"of {len(context)} characters; fix answer_start")
-                    answers.append(Answer(answer_text, start))
-                if impossible:
-                    answers = []  # v2.0 training files keep "plausible_answers" apart; nothing to learn here
-                elif not answers and require_answers:
-                    raise fail(where, "has no answers and is not marked \"is_impossible\": true")
-                elif answers:
-                    first = answers[0]
-                    if context[first.start:first.start + len(first.text)] != first.text or not first.text.strip():
-                        mismatched.append(qid)
-                questions.append(Question(qid, qa["question"], context_index, tuple(answers), impossible))
-    if not questions:
-        raise DataError(f"{path}: holds no questions; a SQuAD file lists articles -> paragraphs -> qas")
-    version = document.get("version")
-    return SquadFile(path, str(version) if version is not None else "", contexts, questions, mismatched)
+def _format_error(path: Path, where: str, what: str) -> DataError:
+    """An error about the place ``where`` of a SQuAD file, pointing to the format in the README."""
+    return DataError(f"{path}: {where} {what}; see the SQuAD format in the README")
+
+
+def _read_paragraph(squad: SquadFile, paragraph, place: tuple[int, int], require_answers: bool,
+                    seen: dict[str, str]) -> None:
+    """Checks one paragraph (at ``place``, article and paragraph index) and adds its context and questions."""
+    if not isinstance(paragraph, dict) or not isinstance(paragraph.get("context"), str):
+        raise _format_error(squad.path, _where(*place), "has no \"context\" string")
+    if not isinstance(paragraph.get("qas"), list):
+        raise _format_error(squad.path, _where(*place), "has no \"qas\" list")
+    context = paragraph["context"]
+    context_index = len(squad.contexts)
+    squad.contexts.append(context)
+    for q, qa in enumerate(paragraph["qas"]):
+        if not isinstance(qa, dict):
+            raise _format_error(squad.path, _where(*place, q), "is not an object")
+        qid = qa.get("id")
+        where = _where(*place, q, qid)
+        for key in ("id", "question"):
+            if not isinstance(qa.get(key), str):
+                raise _format_error(squad.path, where, f"has no \"{key}\" string")
+        if qid in seen:
+            raise _format_error(squad.path, where, f"repeats the id of {seen[qid]}; question ids must be unique")
+        seen[qid] = where
+        impossible = qa.get("is_impossible", False)
+        if not isinstance(impossible, bool):
+            raise _format_error(squad.path, where, "has an \"is_impossible\" that is not true or false")
+        answers = _read_answers(squad.path, where, qa, context, impossible, require_answers)
+        if answers:
+            first = answers[0]
+            if context[first.start:first.start + len(first.text)] != first.text or not first.text.strip():
+                squad.mismatched.append(qid)
+        squad.questions.append(Question(qid, qa["question"], context_index, tuple(answers), impossible))
+
+
+def _read_answers(path: Path, where: str, qa: dict, context: str, impossible: bool,
+                  require_answers: bool) -> list[Answer]:
+    """The checked answers of question ``qa`` (none when it is impossible); DataError naming the bad one."""
+    answers_raw = qa.get("answers", [] if impossible or not require_answers else None)
+    if not isinstance(answers_raw, list):
+        raise _format_error(path, where, "has no \"answers\" list")
+    answers = []
+    for n, answer in enumerate(answers_raw):
+        if not isinstance(answer, dict) or not isinstance(answer.get("text"), str) \
+                or not isinstance(answer.get("answer_start"), int) \
+                or isinstance(answer.get("answer_start"), bool):
+            raise _format_error(path, where, f"answer {n} needs \"text\" (string) and \"answer_start\" (integer)")
+        start, answer_text = answer["answer_start"], answer["text"]
+        if start < 0 or start + len(answer_text) > len(context):
+            raise _format_error(path, where, f"answer {n} ({answer_text[:30]!r} at {start}) lies outside its context "
+                                             f"of {len(context)} characters; fix answer_start")
+        answers.append(Answer(answer_text, start))
+    if impossible:
+        return []  # v2.0 training files keep "plausible_answers" apart; nothing to learn here
+    if not answers and require_answers:
+        raise _format_error(path, where, "has no answers and is not marked \"is_impossible\": true")
+    return answers
 
 
 # ----------------------------------------------------------------------------
@@ -429,75 +448,17 @@ def featurize(
     picks the ones to train on.
     """
     check_lengths(max_seq_length, doc_stride, max_query_length)
-    vocab = tokenizer.vocab
-    cls_id, sep_id, pad_id = vocab.cls_id, vocab.sep_id, vocab.pad_id
-
-    # Contexts: pieces and their words' character spans.
-    context_ids, byte_starts, byte_ends, piece_splits = _tokenize(tokenizer, squad.contexts, offsets=True)
-    piece_starts = np.empty_like(byte_starts)
-    piece_ends = np.empty_like(byte_ends)
-    for c, context in enumerate(squad.contexts):
-        a, b = piece_splits[c], piece_splits[c + 1]
-        piece_starts[a:b], piece_ends[a:b] = _char_offsets(context, byte_starts[a:b], byte_ends[a:b])
+    context_ids, piece_starts, piece_ends, piece_splits = _context_pieces(tokenizer, squad.contexts)
     question_ids, _, _, question_splits = _tokenize(tokenizer, [q.text for q in squad.questions], offsets=False)
-
-    mismatched = set(squad.mismatched)
-    rows: list[tuple[int, int, int, int, int, int]] = []  # question, query length, doc start, doc length, start, end
-    max_context_rows: list[np.ndarray] = []
-    trainable = np.zeros(len(squad.questions), dtype=bool)
-    has_answer = np.zeros(len(squad.questions), dtype=bool)
-    query_truncated = np.zeros(len(squad.questions), dtype=bool)
-    plans: dict[tuple[int, int], tuple[list, np.ndarray]] = {}  # (context, room) -> windows, max-context
-    for index, question in enumerate(squad.questions):
-        query_length = int(question_splits[index + 1] - question_splits[index])
-        if query_length > max_query_length:
-            query_truncated[index] = True
-            query_length = max_query_length
-        room = max_seq_length - query_length - 3
-        c = question.context
-        first_piece = int(piece_splits[c])
-        num_pieces = int(piece_splits[c + 1]) - first_piece
-        if (c, room) not in plans:
-            spans = window_spans(num_pieces, room, doc_stride)
-            plans[(c, room)] = (spans, max_context(spans, num_pieces))
-        spans, scored = plans[(c, room)]
-        answer_first = answer_last = -1
-        if question.is_impossible:
-            trainable[index] = True
-        elif question.answers and question.id not in mismatched:
-            answer = question.answers[0]
-            answer_first, answer_last = answer_pieces(
-                piece_starts[first_piece:first_piece + num_pieces], piece_ends[first_piece:first_piece + num_pieces],
-                answer.start, answer.start + len(answer.text))
-            trainable[index] = answer_first >= 0
-            has_answer[index] = answer_first >= 0
-        for w, (start, length) in enumerate(spans):
-            doc_offset = query_length + 2
-            if answer_first >= 0 and start <= answer_first and answer_last < start + length:
-                target = (answer_first - start + doc_offset, answer_last - start + doc_offset)
-            else:
-                target = (0, 0)
-            rows.append((index, query_length, start, length, *target))
-            max_context_rows.append(scored[w, start:start + length])
-
-    count = len(rows)
-    table = np.array(rows, dtype=np.int64).reshape(count, 6)
+    plan = _plan_windows(squad, question_splits, piece_starts, piece_ends, piece_splits, max_seq_length, doc_stride,
+                         max_query_length)
+    count = len(plan.rows)
+    table = np.array(plan.rows, dtype=np.int64).reshape(count, 6)
     question_of, query_lengths, doc_starts, doc_lengths = table[:, 0], table[:, 1], table[:, 2], table[:, 3]
     sequence_lengths = query_lengths + doc_lengths + 3
     length = int(min(max_seq_length, -(-int(sequence_lengths.max()) // _LENGTH_MULTIPLE) * _LENGTH_MULTIPLE))
-    input_ids = np.full((count, length), pad_id, dtype=np.int32)  # [N, T]
-    is_max_context = np.zeros((count, length), dtype=bool)  # [N, T]
-    for row in range(count):
-        q, query_length, start, doc_length = (int(v) for v in table[row, :4])
-        query = question_ids[question_splits[q]:question_splits[q] + query_length]
-        first_piece = int(piece_splits[squad.questions[q].context]) + start
-        input_ids[row, 0] = cls_id
-        input_ids[row, 1:1 + query_length] = query
-        input_ids[row, 1 + query_length] = sep_id
-        offset = query_length + 2
-        input_ids[row, offset:offset + doc_length] = context_ids[first_piece:first_piece + doc_length]
-        input_ids[row, offset + doc_length] = sep_id
-        is_max_context[row, offset:offset + doc_length] = max_context_rows[row]
+    input_ids, is_max_context = _pack_windows(squad, tokenizer.vocab, table, length, plan.max_context_rows,
+                                              context_ids, piece_splits, question_ids, question_splits)
     positions = np.arange(length)[np.newaxis, :]  # [1, T]
     input_mask = (positions < sequence_lengths[:, np.newaxis]).astype(np.int32)  # [N, T]
     segment_ids = ((positions >= (query_lengths + 2)[:, np.newaxis]) & (input_mask == 1)).astype(np.int32)
@@ -512,9 +473,107 @@ def featurize(
         arrays=arrays, question=question_of.astype(np.int32), doc_start=doc_starts.astype(np.int32),
         doc_offset=(query_lengths + 2).astype(np.int32), doc_length=doc_lengths.astype(np.int32),
         is_max_context=is_max_context, piece_starts=piece_starts.astype(np.int64),
-        piece_ends=piece_ends.astype(np.int64), piece_splits=piece_splits.astype(np.int64), trainable=trainable,
-        has_answer=has_answer, query_truncated=query_truncated,
+        piece_ends=piece_ends.astype(np.int64), piece_splits=piece_splits.astype(np.int64), trainable=plan.trainable,
+        has_answer=plan.has_answer, query_truncated=plan.query_truncated,
     )
+
+
+def _context_pieces(tokenizer, contexts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Piece ids of all contexts, their words' character spans (``[P]`` each) and the row splits (``[C + 1]``)."""
+    context_ids, byte_starts, byte_ends, piece_splits = _tokenize(tokenizer, contexts, offsets=True)
+    piece_starts = np.empty_like(byte_starts)
+    piece_ends = np.empty_like(byte_ends)
+    for c, context in enumerate(contexts):
+        a, b = piece_splits[c], piece_splits[c + 1]
+        piece_starts[a:b], piece_ends[a:b] = _char_offsets(context, byte_starts[a:b], byte_ends[a:b])
+    return context_ids, piece_starts, piece_ends, piece_splits
+
+
+@dataclasses.dataclass
+class _WindowPlan:
+    """The windows of every question, before packing, and what is known per question.
+
+    ``rows``: per window ``(question, query length, doc start, doc length,
+    start target, end target)``; ``max_context_rows``: per window the
+    max-context flags of its context pieces. Per question (``[Q]`` bool):
+    ``trainable``, ``has_answer``, ``query_truncated`` as in :class:`SquadFeatures`.
+    """
+
+    rows: list[tuple[int, int, int, int, int, int]]
+    max_context_rows: list[np.ndarray]
+    trainable: np.ndarray
+    has_answer: np.ndarray
+    query_truncated: np.ndarray
+
+
+def _plan_windows(squad: SquadFile, question_splits: np.ndarray, piece_starts: np.ndarray, piece_ends: np.ndarray,
+                  piece_splits: np.ndarray, max_seq_length: int, doc_stride: int,
+                  max_query_length: int) -> _WindowPlan:
+    """Windows and training targets of every question, in question order.
+
+    Questions of one context with the same query length share its windows
+    and max-context flags, which are computed once per ``(context, room)``.
+    """
+    mismatched = set(squad.mismatched)
+    questions = len(squad.questions)
+    plan = _WindowPlan([], [], np.zeros(questions, dtype=bool), np.zeros(questions, dtype=bool),
+                       np.zeros(questions, dtype=bool))
+    layouts: dict[tuple[int, int], tuple[list, np.ndarray]] = {}  # (context, room) -> windows, max-context
+    for index, question in enumerate(squad.questions):
+        query_length = int(question_splits[index + 1] - question_splits[index])
+        if query_length > max_query_length:
+            plan.query_truncated[index] = True
+            query_length = max_query_length
+        room = max_seq_length - query_length - 3
+        c = question.context
+        first_piece = int(piece_splits[c])
+        num_pieces = int(piece_splits[c + 1]) - first_piece
+        if (c, room) not in layouts:
+            spans = window_spans(num_pieces, room, doc_stride)
+            layouts[(c, room)] = (spans, max_context(spans, num_pieces))
+        spans, scored = layouts[(c, room)]
+        answer_first = answer_last = -1
+        if question.is_impossible:
+            plan.trainable[index] = True
+        elif question.answers and question.id not in mismatched:
+            answer = question.answers[0]
+            answer_first, answer_last = answer_pieces(
+                piece_starts[first_piece:first_piece + num_pieces], piece_ends[first_piece:first_piece + num_pieces],
+                answer.start, answer.start + len(answer.text))
+            plan.trainable[index] = answer_first >= 0
+            plan.has_answer[index] = answer_first >= 0
+        for w, (start, length) in enumerate(spans):
+            doc_offset = query_length + 2
+            if answer_first >= 0 and start <= answer_first and answer_last < start + length:
+                target = (answer_first - start + doc_offset, answer_last - start + doc_offset)
+            else:
+                target = (0, 0)
+            plan.rows.append((index, query_length, start, length, *target))
+            plan.max_context_rows.append(scored[w, start:start + length])
+    return plan
+
+
+def _pack_windows(squad: SquadFile, vocab, table: np.ndarray, length: int, max_context_rows: list[np.ndarray],
+                  context_ids: np.ndarray, piece_splits: np.ndarray, question_ids: np.ndarray,
+                  question_splits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``[CLS] question [SEP] context-window [SEP]`` ids of every window (padded to ``length``), and its
+    max-context flags at the context positions: ``input_ids`` int32 and ``is_max_context`` bool, ``[N, T]``."""
+    cls_id, sep_id, pad_id = vocab.cls_id, vocab.sep_id, vocab.pad_id
+    count = len(table)
+    input_ids = np.full((count, length), pad_id, dtype=np.int32)  # [N, T]
+    is_max_context = np.zeros((count, length), dtype=bool)  # [N, T]
+    for row in range(count):
+        q, query_length, start, doc_length = (int(v) for v in table[row, :4])
+        query = question_ids[question_splits[q]:question_splits[q] + query_length]
+        first_piece = int(piece_splits[squad.questions[q].context]) + start
+        input_ids[row, 0] = cls_id
+        input_ids[row, 1:1 + query_length] = query
+        input_ids[row, 1 + query_length] = sep_id
+        offset = query_length + 2
+        input_ids[row, offset:offset + doc_length] = context_ids[first_piece:first_piece + doc_length]
+        input_ids[row, offset + doc_length] = sep_id
+        is_max_context[row, offset:offset + doc_length] = max_context_rows[row]
+    return input_ids, is_max_context
 
 
 def cache_key(data_path: Path, vocab_sha256: str, lowercase: bool, max_seq_length: int, doc_stride: int,
@@ -690,57 +749,78 @@ def predict_answers(
     for row, question in enumerate(features.question.tolist()):
         windows_by_question[question].append(row)
 
-    answers: dict[str, str] = {}
-    nbest_all: dict[str, list[dict]] = {}
-    null_odds: dict[str, float] = {}
-    best_span: dict[str, str] = {}
+    predictions = SquadPredictions({}, {}, {}, {})
     for index, question in enumerate(squad.questions):
-        context = squad.contexts[question.context]
-        piece_base = int(features.piece_splits[question.context])
-        candidates = []  # (score, start logit, end logit, text start, text end)
-        null = None  # (score, start logit, end logit)
-        for row in windows_by_question.get(index, ()):
-            starts, ends, scores = best_spans(start_logits[row], end_logits[row],
-                                              in_context[row] & features.is_max_context[row], in_context[row],
-                                              max_answer_length, n_best_size * 4)
-            for s, e, score in zip(starts.tolist(), ends.tolist(), scores.tolist()):
-                offset = piece_base + int(features.doc_start[row]) - int(features.doc_offset[row])
-                candidates.append((score, start_logits[row, s], end_logits[row, e],
-                                   int(features.piece_starts[offset + s]), int(features.piece_ends[offset + e])))
-            cls_score = start_logits[row, 0] + end_logits[row, 0]
-            if null is None or cls_score < null[0]:
-                null = (cls_score, start_logits[row, 0], end_logits[row, 0])
-        candidates.sort(key=lambda c: -c[0])  # stable: ties keep window order
-        entries = []
-        seen: set[str] = set()
-        for score, start_logit, end_logit, begin, end in candidates:
-            text = context[begin:end]
-            if text in seen:
-                continue
-            seen.add(text)
-            entries.append((score, text, start_logit, end_logit))
-            if len(entries) >= n_best_size:
-                break
+        candidates, null = _candidates(features, windows_by_question.get(index, ()), start_logits, end_logits,
+                                       in_context, int(features.piece_splits[question.context]), max_answer_length,
+                                       n_best_size)
+        entries = _distinct_texts(candidates, squad.contexts[question.context], n_best_size)
         best = entries[0] if entries else None
         if version_2_with_negative and null is not None:
-            # The null answer competes for a place in the n-best and is always listed.
-            entries = sorted(entries + [(null[0], "", null[1], null[2])], key=lambda e: -e[0])
-            kept = entries[:n_best_size]
-            entries = kept if any(e[1] == "" for e in kept) else kept + [e for e in entries if e[1] == ""]
+            entries = _with_null_answer(entries, null, n_best_size)
         probabilities = _softmax(np.array([e[0] for e in entries], dtype=np.float64))
-        nbest_all[question.id] = [
+        predictions.nbest[question.id] = [
             {"text": text, "probability": float(p), "start_logit": float(sl), "end_logit": float(el)}
             for (score, text, sl, el), p in zip(entries, probabilities)
         ]
-        best_span[question.id] = best[1] if best else ""
+        predictions.best_span[question.id] = best[1] if best else ""
         if version_2_with_negative:
             # With no valid span at all the question can only be unanswerable.
             difference = float(null[0] - best[0]) if best and null is not None else float(null[0] if null else 0.0)
-            null_odds[question.id] = difference
-            answers[question.id] = "" if best is None or difference > null_score_diff_threshold else best[1]
+            predictions.null_odds[question.id] = difference
+            answer = "" if best is None or difference > null_score_diff_threshold else best[1]
         else:
-            answers[question.id] = best[1] if best else ""
-    return SquadPredictions(answers, nbest_all, null_odds, best_span)
+            answer = best[1] if best else ""
+        predictions.answers[question.id] = answer
+    return predictions
+
+
+def _candidates(features: SquadFeatures, rows, start_logits: np.ndarray, end_logits: np.ndarray,
+                in_context: np.ndarray, piece_base: int, max_answer_length: int, n_best_size: int):
+    """The valid spans of one question's windows ``rows``, best first, and its null answer.
+
+    Returns ``(candidates, null)``: candidates are ``(score, start logit, end
+    logit, text start, text end)``, the text span in characters of the
+    context (ties keep window order); ``null`` is ``(score, start logit, end
+    logit)`` of the window with the smallest [CLS] score, None without windows.
+    """
+    candidates = []
+    null = None
+    for row in rows:
+        starts, ends, scores = best_spans(start_logits[row], end_logits[row],
+                                          in_context[row] & features.is_max_context[row], in_context[row],
+                                          max_answer_length, n_best_size * 4)
+        for s, e, score in zip(starts.tolist(), ends.tolist(), scores.tolist()):
+            offset = piece_base + int(features.doc_start[row]) - int(features.doc_offset[row])
+            candidates.append((score, start_logits[row, s], end_logits[row, e],
+                               int(features.piece_starts[offset + s]), int(features.piece_ends[offset + e])))
+        cls_score = start_logits[row, 0] + end_logits[row, 0]
+        if null is None or cls_score < null[0]:
+            null = (cls_score, start_logits[row, 0], end_logits[row, 0])
+    candidates.sort(key=lambda c: -c[0])  # stable: ties keep window order
+    return candidates, null
+
+
+def _distinct_texts(candidates: list[tuple], context: str, n_best_size: int) -> list[tuple]:
+    """The n-best ``(score, text, start logit, end logit)``: the first ``n_best_size`` candidates of distinct text."""
+    entries = []
+    seen: set[str] = set()
+    for score, start_logit, end_logit, begin, end in candidates:
+        text = context[begin:end]
+        if text in seen:
+            continue
+        seen.add(text)
+        entries.append((score, text, start_logit, end_logit))
+        if len(entries) >= n_best_size:
+            break
+    return entries
+
+
+def _with_null_answer(entries: list[tuple], null: tuple, n_best_size: int) -> list[tuple]:
+    """The n-best with the null answer "" (v2): it competes for a place and is always listed."""
+    entries = sorted(entries + [(null[0], "", null[1], null[2])], key=lambda e: -e[0])
+    kept = entries[:n_best_size]
+    return kept if any(e[1] == "" for e in kept) else kept + [e for e in entries if e[1] == ""]
 
 
 # ----------------------------------------------------------------------------
@@ -857,7 +937,8 @@ def score(
             result.update(summary(unanswerable, "NoAns_"))
         if null_odds is not None:
             odds = {q: null_odds.get(q, 0.0) for q in ids}
-            result["best_exact"], result["best_exact_thresh"] = _best_threshold(raw_exact, odds, has_answer, predictions)
+            result["best_exact"], result["best_exact_thresh"] = _best_threshold(raw_exact, odds, has_answer,
+                                                                                predictions)
             result["best_f1"], result["best_f1_thresh"] = _best_threshold(raw_f1, odds, has_answer, predictions)
     result["missing"] = missing
     result["version_2"] = version_2

@@ -102,22 +102,10 @@ def read_conll(
     lines: list[int] = []
     width = first_line = None
     token_index = tag_index = None
-
-    def close() -> None:
-        if words:
-            sentences.append(Sentence(tuple(words), tuple(tags) if tag_index is not None else None,
-                                      lines[0], tuple(lines)))
-            words.clear(), tags.clear(), lines.clear()
-
     for number, line in enumerate(iter_lines(path), start=1):
-        if number == 1 and line.startswith("\ufeff"):
-            line = line[1:]
-        if not line.strip():
-            close()
-            continue
-        fields = _fields(line)
-        if fields[0] == DOCSTART:
-            close()
+        fields = _row_fields(line, number)
+        if fields is None:
+            _close_sentence(sentences, words, tags, lines, tag_index is not None)
             continue
         if width is None:
             width, first_line = len(fields), number
@@ -127,22 +115,49 @@ def read_conll(
                 f"{path}:{number}: {len(fields)} fields, expected {width} like line {first_line}; "
                 "a token with a space needs a tab-separated file"
             )
-        token = fields[token_index]
-        if not token:
-            raise DataError(f"{path}:{number}: empty token in column {token_index}")
+        token, tag = _token_and_tag(path, number, fields, token_index, tag_index)
         words.append(token)
         lines.append(number)
-        if tag_index is not None:
-            tag = fields[tag_index]
-            if not tag:
-                raise DataError(f"{path}:{number}: no tag in column {tag_index}; every token needs one")
+        if tag is not None:
             tags.append(tag)
-    close()
+    _close_sentence(sentences, words, tags, lines, tag_index is not None)
     if not sentences:
         raise DataError(
             f"{path}: no sentences; a CoNLL file has one token and its tag per line, a blank line between sentences"
         )
     return TaggedFile(path, sentences)
+
+
+def _row_fields(line: str, number: int) -> list[str] | None:
+    """The fields of line ``number``; None for a line that ends a sentence (blank, or a ``-DOCSTART-`` mark)."""
+    if number == 1 and line.startswith("\ufeff"):
+        line = line[1:]
+    if not line.strip():
+        return None
+    fields = _fields(line)
+    return None if fields[0] == DOCSTART else fields
+
+
+def _close_sentence(sentences: list[Sentence], words: list[str], tags: list[str], lines: list[int],
+                    tagged: bool) -> None:
+    """Adds the words gathered so far (if any) to ``sentences`` as one sentence, and empties the lists."""
+    if words:
+        sentences.append(Sentence(tuple(words), tuple(tags) if tagged else None, lines[0], tuple(lines)))
+        words.clear(), tags.clear(), lines.clear()
+
+
+def _token_and_tag(path: Path, number: int, fields: list[str], token_index: int,
+                   tag_index: int | None) -> tuple[str, str | None]:
+    """The token and tag (None in a file without tags) of a row; DataError when either is empty."""
+    token = fields[token_index]
+    if not token:
+        raise DataError(f"{path}:{number}: empty token in column {token_index}")
+    if tag_index is None:
+        return token, None
+    tag = fields[tag_index]
+    if not tag:
+        raise DataError(f"{path}:{number}: no tag in column {tag_index}; every token needs one")
+    return token, tag
 
 
 def _resolve_columns(path, width, token_column, tag_column, require_tags) -> tuple[int, int | None]:
@@ -355,13 +370,8 @@ def featurize(
     split_sentences = long_words = 0
     offset = 0
     for number, sentence in enumerate(tagged.sentences):
-        pieces = []
-        for word_pieces in flat_pieces[offset : offset + len(sentence.words)]:
-            word_pieces = list(word_pieces) or [unk_id]
-            if len(word_pieces) > capacity:
-                long_words += 1
-                word_pieces = word_pieces[:capacity]  # only its first piece is ever labelled
-            pieces.append(word_pieces)
+        pieces, cut = _sentence_pieces(flat_pieces[offset : offset + len(sentence.words)], capacity, unk_id)
+        long_words += cut
         offset += len(sentence.words)
         plan = plan_windows([len(p) for p in pieces], capacity, context)
         split_sentences += len(plan) > 1
@@ -376,6 +386,33 @@ def featurize(
             labels = [tag_id[sentence.tags[w]] for w in range(core_start, core_end)] if labelled else []
             windows.append(Window(number, start, core_start, core_end, end))
             rows.append((ids, firsts, labels))
+    return TaggingFeatures(
+        arrays=_pack_rows(rows, max_seq_length, pad_id, labelled), windows=windows,
+        first_pieces=[firsts for _, firsts, _ in rows], sentences=len(tagged.sentences),
+        split_sentences=split_sentences, long_words=long_words, labelled=labelled,
+    )
+
+
+def _sentence_pieces(word_pieces: Sequence[Sequence[int]], capacity: int, unk_id: int) -> tuple[list[list[int]], int]:
+    """The pieces of a sentence's words, each non-empty ([UNK] for none) and at most ``capacity`` long.
+
+    Returns them with the number of words that had to be cut, so that every
+    word fits in a window.
+    """
+    pieces = []
+    long_words = 0
+    for word in word_pieces:
+        word = list(word) or [unk_id]
+        if len(word) > capacity:
+            long_words += 1
+            word = word[:capacity]  # only its first piece is ever labelled
+        pieces.append(word)
+    return pieces, long_words
+
+
+def _pack_rows(rows: list[tuple[list[int], list[int], list[int]]], max_seq_length: int, pad_id: int,
+               labelled: bool) -> dict[str, np.ndarray]:
+    """The model arrays of the windows' ``(ids, first-piece positions, tag ids)``, padded to a multiple of 8."""
     longest = max(len(ids) for ids, _, _ in rows)
     length = min(max_seq_length, -(-longest // _LENGTH_MULTIPLE) * _LENGTH_MULTIPLE)
     count = len(rows)
@@ -389,17 +426,13 @@ def featurize(
         weights[row, firsts] = 1.0
         if labelled:
             label[row, firsts] = labels
-    arrays = {
+    return {
         "input_ids": input_ids,
         "input_mask": input_mask,
         "segment_ids": np.zeros_like(input_ids),
         "label": label,
         "label_weights": weights,
     }
-    return TaggingFeatures(
-        arrays=arrays, windows=windows, first_pieces=[firsts for _, firsts, _ in rows],
-        sentences=len(tagged.sentences), split_sentences=split_sentences, long_words=long_words, labelled=labelled,
-    )
 
 
 def assemble(features: TaggingFeatures, predicted: np.ndarray, tagged: TaggedFile) -> list[list[int]]:

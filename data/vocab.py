@@ -239,31 +239,13 @@ def build_vocabulary(
     """
     started = time.perf_counter()
     output = Path(output)
-    if output.is_dir():
-        raise DataError(f"--output {output}: is a directory; give the path of the vocab.txt to write")
-    if min_frequency < 0:
-        raise DataError(f"--min-frequency must be at least 0, got {min_frequency}")
-    if unused < 0:
-        raise DataError(f"--unused must be at least 0, got {unused}")
-    budget = vocab_size - len(CORE_SPECIALS) - unused
-    if budget < 2:
-        raise DataError(
-            f"--vocab-size {vocab_size} leaves no room for pieces after the {len(CORE_SPECIALS)} special "
-            f"tokens and --unused {unused}; raise --vocab-size or lower --unused"
-        )
+    budget = _check_options(output, vocab_size, min_frequency, unused)
     files = expand_inputs(inputs)
     writable_parent(output)
     corpus_bytes = total_bytes(files)
     if on_total:
         on_total(corpus_bytes)
-
-    holdout: list[str] = []
-    counts, training_lines, training_words = count_words(
-        _normalized_batches(files, lowercase, holdout, on_bytes)
-    )
-    if not counts:
-        names = ", ".join(str(f) for f in files[:3]) + (" ..." if len(files) > 3 else "")
-        raise DataError(f"{names}: no text found (the input is empty or only blank lines)")
+    counts, training_lines, training_words, holdout = _count_corpus(files, lowercase, on_bytes)
 
     if on_stage:
         on_stage("learning pieces")
@@ -278,56 +260,90 @@ def build_vocabulary(
 
     text = "\n".join(tokens) + "\n"
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    longest = tuple(
-        sorted((t for t in learned), key=lambda t: (-len(t.removeprefix("##")), t))[:20]
-    )
     report = VocabularyReport(
-        output=output,
-        manifest=output.with_suffix(".json"),
-        vocab_size=len(tokens),
-        learned_pieces=len(learned),
-        alphabet_size=len(alphabet),
-        filled_unused=budget - len(learned),
-        lowercase=lowercase,
-        files=len(files),
-        corpus_bytes=corpus_bytes,
-        training_lines=training_lines,
-        training_words=training_words,
-        distinct_words=len(counts),
-        holdout_lines=len(holdout),
-        holdout_words=holdout_words,
-        unk_word_share=unk_share,
-        pieces_per_word=pieces_per_word,
-        longest_pieces=longest,
-        seconds=time.perf_counter() - started,
-        sha256=digest,
+        output=output, manifest=output.with_suffix(".json"), vocab_size=len(tokens), learned_pieces=len(learned),
+        alphabet_size=len(alphabet), filled_unused=budget - len(learned), lowercase=lowercase, files=len(files),
+        corpus_bytes=corpus_bytes, training_lines=training_lines, training_words=training_words,
+        distinct_words=len(counts), holdout_lines=len(holdout), holdout_words=holdout_words,
+        unk_word_share=unk_share, pieces_per_word=pieces_per_word, longest_pieces=_longest_pieces(learned),
+        seconds=time.perf_counter() - started, sha256=digest,
     )
-    manifest = {
-        "vocab_file": output.name,
-        "sha256": digest,
-        "vocab_size": len(tokens),
-        "lowercase": lowercase,
+    _write_vocabulary(report, text, _manifest(report, files, min_frequency, unused, alphabet_limit))
+    return report
+
+
+def _check_options(output: Path, vocab_size: int, min_frequency: int, unused: int) -> int:
+    """Refuses options that cannot work, before any text is read; returns the slots left for learned pieces."""
+    if output.is_dir():
+        raise DataError(f"--output {output}: is a directory; give the path of the vocab.txt to write")
+    if min_frequency < 0:
+        raise DataError(f"--min-frequency must be at least 0, got {min_frequency}")
+    if unused < 0:
+        raise DataError(f"--unused must be at least 0, got {unused}")
+    budget = vocab_size - len(CORE_SPECIALS) - unused
+    if budget < 2:
+        raise DataError(
+            f"--vocab-size {vocab_size} leaves no room for pieces after the {len(CORE_SPECIALS)} special "
+            f"tokens and --unused {unused}; raise --vocab-size or lower --unused"
+        )
+    return budget
+
+
+def _count_corpus(
+    files: Sequence[Path], lowercase: bool, on_bytes: Callable[[int], None] | None
+) -> tuple[collections.Counter, int, int, list[str]]:
+    """Word counts, training lines and words of the normalised corpus, and the raw held-out lines.
+
+    Raises DataError when the files hold no text at all.
+    """
+    holdout: list[str] = []
+    counts, training_lines, training_words = count_words(
+        _normalized_batches(files, lowercase, holdout, on_bytes)
+    )
+    if not counts:
+        names = ", ".join(str(f) for f in files[:3]) + (" ..." if len(files) > 3 else "")
+        raise DataError(f"{names}: no text found (the input is empty or only blank lines)")
+    return counts, training_lines, training_words, holdout
+
+
+def _longest_pieces(learned: Sequence[str]) -> tuple[str, ...]:
+    """The 20 longest learned pieces (``##`` not counted), for the report; ties in code-point order."""
+    return tuple(sorted(learned, key=lambda t: (-len(t.removeprefix("##")), t))[:20])
+
+
+def _manifest(report: VocabularyReport, files: Sequence[Path], min_frequency: int, unused: int,
+              alphabet_limit: int) -> dict:
+    """What ``vocab.json`` says about the vocabulary: its digest, options, inputs and held-out statistics."""
+    return {
+        "vocab_file": report.output.name,
+        "sha256": report.sha256,
+        "vocab_size": report.vocab_size,
+        "lowercase": report.lowercase,
         "options": {
             "min_frequency": min_frequency,
             "unused": unused,
             "alphabet_limit": alphabet_limit,
         },
         "inputs": [str(f) for f in files],
-        "corpus_bytes": corpus_bytes,
-        "learned_pieces": len(learned),
-        "filled_unused": budget - len(learned),
+        "corpus_bytes": report.corpus_bytes,
+        "learned_pieces": report.learned_pieces,
+        "filled_unused": report.filled_unused,
         "holdout": {
             "every": HOLDOUT_EVERY,
-            "lines": len(holdout),
-            "words": holdout_words,
-            "unk_word_share": round(unk_share, 6),
-            "pieces_per_word": round(pieces_per_word, 6),
+            "lines": report.holdout_lines,
+            "words": report.holdout_words,
+            "unk_word_share": round(report.unk_word_share, 6),
+            "pieces_per_word": round(report.pieces_per_word, 6),
         },
     }
-    # The vocabulary first, then its manifest: a manifest never describes a
-    # vocabulary that is not there.
-    with atomic_path(output) as temporary:
+
+
+def _write_vocabulary(report: VocabularyReport, text: str, manifest: dict) -> None:
+    """Writes ``vocab.txt`` and then its manifest, each atomically.
+
+    The vocabulary goes first: a manifest never describes a vocabulary that is not there.
+    """
+    with atomic_path(report.output) as temporary:
         temporary.write_text(text, encoding="utf-8")
     with atomic_path(report.manifest) as temporary:
         temporary.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return report
