@@ -100,7 +100,8 @@ def main() -> None:
         model = build_pretrainer(source.config)
         rows = [
             ("read + check + assign the checkpoint",
-             median(lambda: assign_from_checkpoint(resolve_original(original, "FROM").checkpoint, model.backbone, model),
+             median(lambda: assign_from_checkpoint(resolve_original(original, "FROM").checkpoint,
+                                                   model.backbone, model),
                     args.repeats)),
             ("build the Keras model (random init)", median(lambda: build_pretrainer(source.config), args.repeats)),
         ]

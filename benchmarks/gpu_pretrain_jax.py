@@ -246,8 +246,9 @@ def main() -> int:
           f"vocab {VOCAB:,}, seq {SEQ}, {PREDICTIONS} predictions, MLM + NSP (tied), {args.precision}; "
           f"{parameters:,} trainable parameters in {len(model.trainable_variables)} variables "
           f"({decayed} weight-decayed), {len(model.non_trainable_variables)} non-trainable (dropout seeds); "
-          f"compute {model.backbone.dtype_policy.compute_dtype}, variables {model.backbone.dtype_policy.variable_dtype}")
-    print(f"optimizer: AdamW wd 0.01 (no decay on LayerNorm/bias), warmup + linear decay, global clip 1.0")
+          f"compute {model.backbone.dtype_policy.compute_dtype}, "
+          f"variables {model.backbone.dtype_policy.variable_dtype}")
+    print("optimizer: AdamW wd 0.01 (no decay on LayerNorm/bias), warmup + linear decay, global clip 1.0")
     print(f"model FLOPs/example {flops / 1e9:.1f} GFLOP; MFU against {PEAK_BF16 / 1e12:.0f} TFLOP/s dense bf16 "
           f"peak, and against the ~{MATMUL_CEILING / 1e12:.0f} TFLOP/s measured bf16 matmul ceiling", flush=True)
 
@@ -318,7 +319,8 @@ def main() -> int:
         for row in record["results"]:
             print(f"{row['batch']:>6} {row['examples_per_s']:>11,.0f} {row['tokens_per_s']:>11,.0f} "
                   f"{row['step_ms']:>8.1f} {row['mfu_vs_peak']:>8.1%} {row['mfu_vs_matmul_ceiling']:>8.1%}")
-        print(f"median of {args.windows} windows x {args.steps} steps; {card}; total {time.perf_counter() - run_started:.0f} s")
+        print(f"median of {args.windows} windows x {args.steps} steps; {card}; "
+              f"total {time.perf_counter() - run_started:.0f} s")
     record["total_s"] = time.perf_counter() - run_started
     write_json(json_path, record)
     if json_path:

@@ -18,8 +18,9 @@ the child's whole process tree (main process, forkserver, workers) every
 Both build and trace the tokenizer before the clock starts (about 2-3 s, the
 same for both; reported once). One more make-data run on the 1x corpus
 (``cold``) times the build too, against tokenization plus its build: what a
-user waits for, where make-data starts its workers while the tokenizer is built. Besides wall time, the CPU time of the whole
-process tree is reported: on a small shared machine it is the steadier figure.
+user waits for, where make-data starts its workers while the tokenizer is
+built. Besides wall time, the CPU time of the whole process tree is
+reported: on a small shared machine it is the steadier figure.
 
 Every measurement is made on the corpus and on the corpus repeated 8 times
 (``--skip-8x`` leaves that out): the 1x figures include the fixed costs of a
@@ -82,8 +83,9 @@ def _warm_tokenizer(vocab_path: Path):
 
 def child_tokenize(corpus: Path, vocab_path: Path, threads: int) -> dict:
     """Tokenize every non-blank line in batches, as make-data does, on ``threads`` threads."""
-    import tensorflow  # noqa: F401
     from concurrent.futures import ThreadPoolExecutor
+
+    import tensorflow  # noqa: F401
 
     from data.pretraining_data import _TOKENIZE_BATCH
     from data.textio import iter_lines
@@ -155,7 +157,11 @@ def _tree_rss(root: int) -> int:
 def run_child(args: list[str]) -> dict:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     process = subprocess.Popen(
-        [sys.executable, __file__, "--child", *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=REPO
+        [sys.executable, __file__, "--child", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=REPO,
     )
     peak = 0
     while process.poll() is None:
@@ -225,7 +231,8 @@ def main() -> None:
                     child_args = child_args + [str(output)]
                 results[label, name].append(run_child(child_args))
                 shutil.rmtree(output, ignore_errors=True)
-                print(f"  run {repeat + 1}: {label} {name:<22} {results[label, name][-1]['seconds']:6.2f} s", flush=True)
+                print(f"  run {repeat + 1}: {label} {name:<22} {results[label, name][-1]['seconds']:6.2f} s",
+                      flush=True)
 
     summary = {key: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for key, runs in results.items()}
     print()
@@ -240,10 +247,12 @@ def main() -> None:
         for workers in args.workers:
             key = (label, f"make-data --workers {workers}")
             run = summary[key]
-            print(f"  make-data --workers {workers}: {run['seconds']:.2f} s {[round(r['seconds'], 2) for r in results[key]]}, "
+            print(f"  make-data --workers {workers}: {run['seconds']:.2f} s "
+                  f"{[round(r['seconds'], 2) for r in results[key]]}, "
                   f"{run['instances'] / run['seconds']:,.0f} instances/s, {mb / run['seconds']:.2f} MB/s; "
                   f"{run['seconds'] / tokenize['seconds']:.2f}x tokenization time (goal <= 2x), "
-                  f"CPU {run['cpu'] / run['instances'] * 1e6:.1f} us per instance; peak RSS {run['peak_rss_mb']:,.0f} MB")
+                  f"CPU {run['cpu'] / run['instances'] * 1e6:.1f} us per instance; "
+                  f"peak RSS {run['peak_rss_mb']:,.0f} MB")
         if most > 1:
             threaded = summary[label, f"tokenize x{most}"]
             print(f"  tokenization on {most} threads: {threaded['seconds']:.2f} s, "
@@ -252,7 +261,8 @@ def main() -> None:
                   f"{summary[label, f'make-data --workers {most}']['seconds'] / threaded['seconds']:.2f}x its time")
         if len(args.workers) > 1:
             low, high = min(args.workers), max(args.workers)
-            speedup = summary[label, f"make-data --workers {low}"]["seconds"] / summary[label, f"make-data --workers {high}"]["seconds"]
+            speedup = (summary[label, f"make-data --workers {low}"]["seconds"]
+                       / summary[label, f"make-data --workers {high}"]["seconds"])
             print(f"  speed-up {low} -> {high} workers: {speedup:.2f}x on {os.cpu_count()} CPUs")
     cold, tokenize = summary["1x", f"cold make-data --workers {most}"], summary["1x", "tokenize"]
     print(f"1x with the tokenizer build timed on both sides (what a user waits for): tokenization "

@@ -99,7 +99,8 @@ def time_keras_hub(size: str, steps: int, batch: int = BATCH, jit: bool = False)
     data = synthetic(8, batch)
     features = {
         "token_ids": data["input_ids"].astype("int32"), "segment_ids": data["segment_ids"].astype("int32"),
-        "padding_mask": data["input_mask"].astype("int32"), "mask_positions": data["masked_lm_positions"].astype("int32"),
+        "padding_mask": data["input_mask"].astype("int32"),
+        "mask_positions": data["masked_lm_positions"].astype("int32"),
     }
     dataset = tf.data.Dataset.from_tensor_slices(
         (features, data["masked_lm_ids"].astype("int32"), data["masked_lm_weights"])
@@ -170,7 +171,8 @@ def main() -> None:
         print(f"{size:<12} {m['ours']:>10,.1f} {m['ours --jit']:>11,.1f} {m['keras-hub fit']:>10,.1f} "
               f"{m['keras-hub fit XLA']:>8,.1f} {best / m['keras-hub fit']:>6.2f}x "
               f"{best / m['keras-hub fit XLA']:>6.2f}x")
-    print("ratio = best of ours (MLM + NSP) / keras-hub BertMaskedLM.fit (MLM only, compile's default: no XLA on a CPU);")
+    print("ratio = best of ours (MLM + NSP) / keras-hub BertMaskedLM.fit "
+          "(MLM only, compile's default: no XLA on a CPU);")
     print("vs XLA = the same against keras-hub with jit_compile=True; goal >= 1.2x")
 
 

@@ -84,7 +84,7 @@ def main() -> None:
     from bert_cli.exporting import export_model
     from bert_cli.model_dir import write_model_dir
     from bert_cli.pretraining import resolve_config
-    from data.classification import read_dataset, featurize
+    from data.classification import featurize, read_dataset
     from data.tokenization import Tokenizer, Vocabulary
     from models.heads import build_classifier
 

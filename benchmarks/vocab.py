@@ -50,8 +50,8 @@ def time_hf(corpus: Path, vocab_size: int) -> tuple[float, int]:
 
 
 def time_keras_hub(corpus: Path, vocab_size: int) -> tuple[float, int]:
-    import tensorflow as tf
     import keras_hub
+    import tensorflow as tf
 
     started = time.perf_counter()
     dataset = tf.data.TextLineDataset(str(corpus)).filter(lambda line: tf.strings.length(line) > 0).batch(1000)

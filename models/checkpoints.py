@@ -93,7 +93,7 @@ class VariableMapping:
 
 def variable_mappings(config: BertConfig) -> list[VariableMapping]:
     """Every variable of an original pre-training checkpoint of ``config``'s shape, in checkpoint order."""
-    H, I, V = config.hidden_size, config.intermediate_size, config.vocab_size
+    H, I, V = config.hidden_size, config.intermediate_size, config.vocab_size  # noqa: E741  (I: intermediate size, the paper's letter)
     P, S = config.max_position_embeddings, config.type_vocab_size
     table: list[VariableMapping] = []
 
@@ -224,7 +224,11 @@ class OriginalCheckpoint:
 
     @property
     def mappings(self) -> list[VariableMapping]:
-        parts = {ENCODER} | ({MASKED_LM} if self.masked_lm else set()) | ({NEXT_SENTENCE} if self.next_sentence else set())
+        parts = (
+            {ENCODER}
+            | ({MASKED_LM} if self.masked_lm else set())
+            | ({NEXT_SENTENCE} if self.next_sentence else set())
+        )
         return [m for m in variable_mappings(self.config) if m.part in parts]
 
 

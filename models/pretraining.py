@@ -64,7 +64,9 @@ class BertPretrainer(keras.Model):
             name="masked_lm_head",
         )
         self.next_sentence_head = (
-            keras.layers.Dense(2, kernel_initializer=initializer, dtype=backbone.dtype_policy, name="next_sentence_head")
+            keras.layers.Dense(
+                2, kernel_initializer=initializer, dtype=backbone.dtype_policy, name="next_sentence_head"
+            )
             if next_sentence
             else None
         )

@@ -38,14 +38,14 @@ def main() -> None:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * args.logical_cpus)
 
+    import keras
+    import numpy as np
+
     from bert_cli import strategy as strategies
     from bert_cli.pretraining import PretrainTask
     from bert_cli.training import LoopOptions, run_loop
     from models.config import BertConfig
     from pretrain_helpers import TINY_CONFIG, make_examples
-
-    import keras
-    import numpy as np
 
     distribution = strategies.resolve(args.strategy)
     per_replica = distribution.per_replica_batch(args.batch_size)

@@ -118,7 +118,11 @@ def tagging_features(model_dir: Path, texts_: list[str], max_seq_length: int):
 
 
 def model_inputs(arrays: dict) -> dict:
-    return {"token_ids": arrays["input_ids"], "segment_ids": arrays["segment_ids"], "padding_mask": arrays["input_mask"]}
+    return {
+        "token_ids": arrays["input_ids"],
+        "segment_ids": arrays["segment_ids"],
+        "padding_mask": arrays["input_mask"],
+    }
 
 
 def reference_probabilities(model_dir: Path, texts_a, texts_b, max_seq_length: int) -> np.ndarray:

@@ -28,7 +28,8 @@ def test_data_and_models_never_import_each_other_or_the_front_end():
 def test_importing_the_cli_does_not_import_tensorflow():
     code = (
         "import sys, bert_cli.main\n"
-        "heavy = [m for m in ('tensorflow', 'keras', 'keras_hub', 'tensorflow_text', 'tokenizers') if m in sys.modules]\n"
+        "heavy = [m for m in ('tensorflow', 'keras', 'keras_hub', 'tensorflow_text', 'tokenizers') "
+        "if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)

@@ -42,7 +42,7 @@ CONFIG = {
 def original_arrays(config: dict, seed: int = 0, heads: bool = True) -> dict[str, np.ndarray]:
     """Random weights under the original variable names and shapes (DESIGN.md's list)."""
     rng = np.random.default_rng(seed)
-    H, I, V = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
+    H, I, V = config["hidden_size"], config["intermediate_size"], config["vocab_size"]  # noqa: E741  (I: intermediate size, the paper's letter)
     arrays = {}
 
     def dense(name, fan_in, fan_out):

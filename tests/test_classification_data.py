@@ -60,7 +60,10 @@ def test_headerless_tsv_takes_text_first_and_label_last(tmp_path):
     # Columns by number, e.g. CoLA's original files: source, label, mark, sentence.
     path = _write(tmp_path / "cola.tsv", "gj04\t1\t\tThe sailors rode the breeze.\ngj04\t0\t*\tThe more books.\n")
     dataset = c.read_dataset(path, text_column="3", label_column="1")
-    assert [(e.text, e.label) for e in dataset.examples] == [("The sailors rode the breeze.", "1"), ("The more books.", "0")]
+    assert [(e.text, e.label) for e in dataset.examples] == [
+        ("The sailors rode the breeze.", "1"),
+        ("The more books.", "0"),
+    ]
 
 
 def test_header_option_overrides_detection(tmp_path):

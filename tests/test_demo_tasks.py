@@ -152,7 +152,9 @@ def test_questions_need_the_name_not_just_the_word_return(tasks):
 
 def test_no_module_gives_questions_to_both_splits(tasks):
     workdir, counts = tasks
-    titles = {split: [a["title"] for a in _squad(workdir / f"squad/{split}.json")["data"]] for split in ("train", "dev")}
+    titles = {
+        split: [a["title"] for a in _squad(workdir / f"squad/{split}.json")["data"]] for split in ("train", "dev")
+    }
     assert not set(titles["train"]) & set(titles["dev"])
     assert len(titles["dev"]) == counts["squad"]["dev_modules"]
     train_answers = {qa["answers"][0]["text"] for _, _, qa in _questions(_squad(workdir / "squad/train.json"))}

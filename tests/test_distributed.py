@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 WORKER = Path(__file__).resolve().parent / "distributed_worker.py"
 

@@ -8,7 +8,14 @@ import pytest
 from bert_cli.main import app
 from cli_helpers import assert_one_line_error
 from finetune_helpers import (
-    NUMBERS, pair_rows, sentiment_rows, tagged_sentences, write_config, write_conll, write_pretrained_dir, write_tsv,
+    NUMBERS,
+    pair_rows,
+    sentiment_rows,
+    tagged_sentences,
+    write_config,
+    write_conll,
+    write_pretrained_dir,
+    write_tsv,
     write_vocab,
 )
 

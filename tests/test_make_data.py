@@ -157,7 +157,9 @@ def test_truncation_of_long_segments_uses_every_coin():
     tokens = chunk.tokens.tolist()
     ours = [(tokens[a_lo:a_hi], tokens[b_lo:b_hi], label) for a_lo, a_hi, b_lo, b_hi, label in ours]
     assert ours == _reference_instances(documents, 24, 0.0, 4, random.Random(11))
-    single = pd.PretrainingDataOptions(max_seq_length=24, short_seq_prob=0.0, dupe_factor=4, next_sentence_prediction=False)
+    single = pd.PretrainingDataOptions(
+        max_seq_length=24, short_seq_prob=0.0, dupe_factor=4, next_sentence_prediction=False
+    )
     rng, fronts = random.Random(12), []
     order = list(range(len(documents)))
     rng.shuffle(order)
@@ -243,13 +245,18 @@ def test_layout_and_what_is_never_masked(made):
         # Both segments non-empty after truncation: [CLS] A.. [SEP] B.. [SEP]
         separators = np.flatnonzero(original[: length[row]] == SEP)
         assert len(separators) == 2 and separators[0] >= 2 and separators[1] - separators[0] >= 2
-        assert (segments[row, : separators[0] + 1] == 0).all() and (segments[row, separators[0] + 1 : length[row]] == 1).all()
+        assert (
+            (segments[row, : separators[0] + 1] == 0).all()
+            and (segments[row, separators[0] + 1 : length[row]] == 1).all()
+        )
         wanted = min(P, max(1, round(length[row] * options.masked_lm_prob)))
         assert len(real) == wanted
 
 
 def test_whole_word_masking_never_splits_a_word():
-    options = pd.PretrainingDataOptions(max_seq_length=48, max_predictions_per_seq=8, dupe_factor=2, whole_word_mask=True)
+    options = pd.PretrainingDataOptions(
+        max_seq_length=48, max_predictions_per_seq=8, dupe_factor=2, whole_word_mask=True
+    )
     features = _made(options, _documents(seed=2, count=120))
     weights = features["masked_lm_weights"] > 0
     assert weights.sum() / features["input_mask"].sum() > 0.13  # close to 15 %: skipped words are replaced
@@ -403,7 +410,7 @@ def test_records_parse_with_the_original_spec_and_match_the_manifest(runner, wor
     counts = []
     masked = 0
     for shard in _shards(output):
-        assert shard.name.endswith(f"-of-00003.tfrecord.gz")
+        assert shard.name.endswith("-of-00003.tfrecord.gz")
         dataset = tf.data.TFRecordDataset(str(shard), compression_type="GZIP")
         count = 0
         for record in dataset:

@@ -5,9 +5,9 @@ import json
 import pytest
 
 import serving_helpers as sh
-from cli_helpers import assert_one_line_error
 from bert_cli import predicting
 from bert_cli.main import app
+from cli_helpers import assert_one_line_error
 from data.errors import DataError
 
 CLASSIFY = ("text",)
@@ -143,7 +143,9 @@ def test_tagger_from_stdin(runner, models):
 
 
 def test_bad_targets_and_inputs(runner, models, tmp_path):
-    assert_one_line_error(runner.invoke(app, ["predict", str(models["pretrained-export"]), "text"]), "feature extractor")
+    assert_one_line_error(
+        runner.invoke(app, ["predict", str(models["pretrained-export"]), "text"]), "feature extractor"
+    )
     assert_one_line_error(runner.invoke(app, ["predict", str(models["pretrained"]), "text"]), "not fine-tuned")
     assert_one_line_error(runner.invoke(app, ["predict", str(tmp_path), "text"]), "neither a model directory")
     assert_one_line_error(runner.invoke(app, ["predict", str(models["classify"]), "a", "--input", "x.tsv"]), "not both")

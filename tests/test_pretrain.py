@@ -171,7 +171,8 @@ def test_different_config_in_output_is_refused_without_overwrite(runner, corpus,
     other = write_config(tmp_path, hidden_size=64, intermediate_size=128)
     directory, _ = corpus
     args = ["pretrain", str(directory / "part-00000.tfrecord"), "-o", str(output), "--vocab",
-            str(directory / "vocab.txt"), "--model", str(other), "--train-steps", "6", "--warmup-steps", "1", "--batch-size", "16"]
+            str(directory / "vocab.txt"), "--model", str(other), "--train-steps", "6", "--warmup-steps", "1",
+            "--batch-size", "16"]
     refused = runner.invoke(app, args)
     assert refused.exit_code == 2 and "--overwrite" in refused.stderr
     assert runner.invoke(app, args + ["--overwrite"]).exit_code == 0

@@ -13,7 +13,9 @@ T, P = 64, 12
 
 def _originals(example):
     tokens = list(example["input_ids"])
-    for position, token, weight in zip(example["masked_lm_positions"], example["masked_lm_ids"], example["masked_lm_weights"]):
+    for position, token, weight in zip(
+        example["masked_lm_positions"], example["masked_lm_ids"], example["masked_lm_weights"]
+    ):
         if weight:
             tokens[position] = token
     return tokens

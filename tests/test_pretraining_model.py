@@ -25,7 +25,9 @@ def model():
 def _batch(rng, batch=3, length=12, predictions=4):
     return {
         "token_ids": rng.integers(5, TINY.vocab_size, (batch, length)).astype("int32"),
-        "segment_ids": np.concatenate([np.zeros((batch, length // 2)), np.ones((batch, length // 2))], 1).astype("int32"),
+        "segment_ids": np.concatenate(
+            [np.zeros((batch, length // 2)), np.ones((batch, length // 2))], 1
+        ).astype("int32"),
         "padding_mask": np.ones((batch, length), "int32"),
         "masked_lm_positions": rng.integers(1, length, (batch, predictions)).astype("int32"),
     }

@@ -168,7 +168,8 @@ def _document(qas, context="Ann went home."):
 
 BAD_CASES = {
     "malformed json": (lambda w, t: [_bad(w, t, "m.json", '{"data": [}')], "m.json:1:11: not valid JSON"),
-    "missing key": (lambda w, t: [_bad(w, t, "k.json", {"data": [{"title": "x"}]})], 'data[0] has no "paragraphs" list'),
+    "missing key": (lambda w, t: [_bad(w, t, "k.json", {"data": [{"title": "x"}]})],
+                    'data[0] has no "paragraphs" list'),
     "empty data": (lambda w, t: [_bad(w, t, "e.json", {"version": "1.1", "data": []})], "e.json: holds no questions"),
     "answer outside": (lambda w, t: [_bad(w, t, "o.json", _document(
         [{"id": "q", "question": "who?", "answers": [{"text": "Ann", "answer_start": 40}]}]))],

@@ -241,7 +241,8 @@ def _generated_squad(count: int, seed: int) -> dict:
             last = min(len(words) - 1, first + rng.randint(0, 2))
             answer = text[starts[first]:starts[last] + len(words[last])]
             begin = starts[first]
-            qas.append({"id": f"{len(paragraphs)}-{number}", "question": " ".join(rng.choices(WORDS, k=rng.randint(1, 8))),
+            qas.append({"id": f"{len(paragraphs)}-{number}",
+                        "question": " ".join(rng.choices(WORDS, k=rng.randint(1, 8))),
                         "answers": [{"text": answer, "answer_start": begin}]})
         qas.append({"id": f"{len(paragraphs)}-n", "question": "nothing here?", "answers": [], "is_impossible": True})
         paragraphs.append({"context": text, "qas": qas})
@@ -282,7 +283,8 @@ def test_gold_answers_come_back_exactly_through_post_processing(generated, lower
     # Windows: [CLS] question [SEP] context [SEP], segment 1 from the context on.
     row = 0
     q = features.doc_offset[row] - 2
-    assert ids[row, q + 1] == vocab.sep_id and ids[row, features.doc_offset[row] + features.doc_length[row]] == vocab.sep_id
+    assert (ids[row, q + 1] == vocab.sep_id
+            and ids[row, features.doc_offset[row] + features.doc_length[row]] == vocab.sep_id)
     assert features.arrays["segment_ids"][row].tolist() == \
         [0] * (q + 2) + [1] * (features.doc_length[row] + 1) + [0] * (40 - q - 3 - features.doc_length[row])
     assert features.query_truncated.any()  # some questions were longer than 8 pieces

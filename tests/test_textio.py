@@ -9,7 +9,8 @@ import pytest
 from data import textio
 from data.errors import DataError
 
-TEXT = "first line\r\nsecond, längere Zeile\n\n   \nthe line that goes past several tiny blocks, é\nlast without newline"
+TEXT = ("first line\r\nsecond, längere Zeile\n\n   \nthe line that goes past several tiny blocks, é\n"
+        "last without newline")
 
 
 def _reference(data: bytes) -> list[str]:
