@@ -24,7 +24,7 @@ test: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest -q
 
 demo: $(STAMP)
-	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/bert demo --workdir $(DEMO_DIR)
+	$(BIN)/bert demo --workdir $(DEMO_DIR)
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info

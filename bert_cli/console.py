@@ -104,25 +104,96 @@ def count_progress(description: str, total: int | None, unit: str = "items") -> 
         yield advance
 
 
-def load_tensorflow() -> None:
-    """Imports TensorFlow with its C++ start-up lines (CUDA probing, absl notices) kept off the terminal.
+_debug = False  # --debug of the command being run
 
-    Those lines are written by native code before any Python setting can stop
-    them, so standard error is pointed at /dev/null for the import alone.
-    ``--debug`` (BERT_DEBUG=1) or TF_CPP_MIN_LOG_LEVEL below 3 lets them through.
-    """
+
+def set_debug(debug: bool) -> None:
+    global _debug
+    _debug = bool(debug)
+
+
+def native_logs_shown() -> bool:
+    """Whether TensorFlow's native log lines reach the terminal: only with ``--debug`` (or ``BERT_DEBUG=1``)."""
+    import os
+
+    return _debug or os.environ.get("BERT_DEBUG", "") not in ("", "0")
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Points file descriptor 2 at /dev/null meanwhile: native code's lines are written there, not to sys.stderr."""
     import os
     import sys
 
-    if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3") != "3":
-        return
     sys.stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, 2)
-        import tensorflow  # noqa: F401
+        yield
     finally:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+def load_tensorflow() -> None:
+    """Imports TensorFlow now, with its native start-up lines kept off the terminal (see :func:`quiet_tensorflow`)."""
+    import tensorflow  # noqa: F401
+
+
+class _QuietLoader:
+    """Executes a module with the native start-up lines silenced (see :func:`quiet_tensorflow`)."""
+
+    def __init__(self, loader) -> None:
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        if native_logs_shown():
+            self.loader.exec_module(module)
+            return
+        with native_stderr_silenced():
+            self.loader.exec_module(module)
+
+    def __getattr__(self, name):  # get_resource_reader, is_package... of the real loader
+        return getattr(self.loader, name)
+
+
+class _QuietTensorFlow:
+    """A ``sys.meta_path`` finder that silences the first import of TensorFlow, whoever imports it."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        import importlib.machinery
+        import sys
+
+        sys.meta_path.remove(self)  # once: later imports find the loaded module
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+def quiet_tensorflow() -> None:
+    """Keeps TensorFlow's native start-up lines off the terminal for every command: one policy, set at start-up.
+
+    The C++ runtime writes them to file descriptor 2 while ``import tensorflow``
+    runs (CUDA probing on CPU machines, absl's "before InitializeLog" notice,
+    oneDNN notes), before any Python setting can stop them; later native log
+    lines are filtered by ``TF_CPP_MIN_LOG_LEVEL``. So the first import of
+    TensorFlow, by any command or library, runs with descriptor 2 pointed at
+    /dev/null; ``--debug`` lets everything through. Nothing is imported here.
+    """
+    import os
+    import sys
+
+    if native_logs_shown():
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietTensorFlow) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlow())

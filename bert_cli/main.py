@@ -14,11 +14,6 @@ from typing import Annotated, Any, Optional
 import typer
 from typer.core import TyperGroup
 
-# TensorFlow's C++ start-up chatter (CUDA probing on CPU machines, CPU feature
-# notes) is noise to a user; --debug turns it back on. Set before any command
-# imports TensorFlow.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
 from bert_cli import __version__, console
 from bert_cli.commands import (
     convert,
@@ -72,6 +67,9 @@ class BertGroup(TyperGroup):
             hint = {
                 errno.ENOSPC: "; free some space and run the command again",
                 errno.EACCES: "; choose a location you can write to",
+                errno.EFBIG: "; the file system or the shell's file-size limit (ulimit -f) stops it: raise the "
+                             "limit, write elsewhere or split the output (--num-shards)",
+                errno.EROFS: "; choose a location you can write to",
             }.get(exc.errno, "")
             console.error(f"{where}{exc.strerror}{hint}")
             raise typer.Exit(USAGE_EXIT_CODE) from None
@@ -117,8 +115,8 @@ def root(
     ] = False,
 ) -> None:
     """BERT end to end: vocabulary, pre-training data, pre-training, fine-tuning, export."""
-    if debug:
-        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    console.set_debug(debug)
+    console.quiet_tensorflow()
 
 
 app.command("corpus")(corpus.corpus_command)
