@@ -30,6 +30,7 @@ from typing import Callable, Iterable, Iterator
 
 from bert_cli.errors import UserError
 from data.errors import DataError
+from data.textio import check_text
 
 # Other names a field may have in a JSON object or a header row.
 ALIASES = {"text": ("text", "sentence", "sentence1"), "text_pair": ("text_pair", "sentence2"),
@@ -150,7 +151,8 @@ def from_objects(objects: Iterable[tuple[str, object]], fields: tuple[str, ...],
     for where, obj in objects:
         if not isinstance(obj, dict):
             raise DataError(f"{where}: expected a JSON object with {', '.join(map(repr, fields))}")
-        example = {field: _lookup(obj, field, tuple(filter(None, [columns.get(field)])), where, tagging)
+        example = {field: check_text(_lookup(obj, field, tuple(filter(None, [columns.get(field)])), where, tagging),
+                                     f"{where}: {field!r}", from_json=True)
                    for field in fields}
         if "id" in obj:
             example["id"] = obj["id"]
@@ -252,6 +254,9 @@ def read_stream(lines: Iterable[str], fields: tuple[str, ...], columns: dict, ta
 def from_arguments(fields: tuple[str, ...], texts: list[str], pairs: list[str], questions: list[str],
                    contexts: list[str]) -> list[dict]:
     """Examples given on the command line: TEXT... (with --pair), or --question/--context."""
+    for name, values in (("TEXT", texts), ("--pair", pairs), ("--question", questions), ("--context", contexts)):
+        for number, value in enumerate(values, start=1):
+            check_text(value, f"{name} {number}" if len(values) > 1 else name)
     if "question" in fields:
         if texts or pairs:
             raise UserError("a SQuAD model answers --question Q --context C (or --input FILE), not TEXT arguments")

@@ -45,7 +45,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from data.errors import DataError
-from data.textio import existing_file, iter_lines
+from data.textio import check_json_text, existing_file, iter_lines
 
 FORMATS = ("tsv", "csv", "jsonl")
 # Header names recognised without being asked for.
@@ -83,6 +83,8 @@ class Dataset:
     path: Path
     examples: list[Example]
     columns: Columns
+    #: What was chosen by position alone, for the command to say (a headerless file of many fields).
+    guessed: str | None = None
 
     @property
     def has_labels(self) -> bool:
@@ -178,6 +180,7 @@ def _read_rows(path: Path, file_format: str) -> list[tuple[int, list[str] | dict
                 ) from None
             if not isinstance(value, dict):
                 raise DataError(f"{path}:{number}: expected a JSON object, got {type(value).__name__}")
+            check_json_text(value, f"{path}:{number}")
             rows.append((number, value))
     if rows and isinstance(rows[0][1], list) and rows[0][1] and rows[0][1][0].startswith("\ufeff"):
         rows[0][1][0] = rows[0][1][0][1:]  # a UTF-8 byte order mark
@@ -252,7 +255,19 @@ def _from_fields(path, rows, text_column, text_pair_column, label_column, header
         text_pair=_shown(text_pair_column, names) if pair_index is not None else None,
         label=label_name,
     )
-    return Dataset(path, examples, columns)
+    return Dataset(path, examples, columns, _guess_note(path, names, width, asked, text_index, label_index))
+
+
+def _guess_note(path, names, width: int, asked, text_index: int, label_index: int | None) -> str | None:
+    """A note when a headerless file of three or more fields had its text or label column taken by position."""
+    text_asked, _, label_asked = asked
+    if names is not None or width < 3 or (text_asked is not None and label_asked is not None):
+        return None
+    chosen = [f"text from column {text_index}"] if text_asked is None else []
+    if label_asked is None and label_index is not None:
+        chosen.append(f"labels from column {label_index} (the last)")
+    return (f"{path}: no header row and {width} fields a row: {' and '.join(chosen)}; pass --text-column / "
+            "--label-column (0-based) to choose others")
 
 
 def _column_index(path, names: list[str] | None, width: int, column: str | None, option: str,

@@ -66,7 +66,7 @@ from typing import Sequence
 import numpy as np
 
 from data.errors import DataError
-from data.textio import atomic_path, existing_file
+from data.textio import atomic_path, check_json_text, existing_file
 
 # Bump when the cached arrays change meaning, so old caches are not reused.
 _CACHE_FORMAT = 1
@@ -170,10 +170,12 @@ def _load_json(path: Path):
     except UnicodeDecodeError as error:
         raise DataError(f"{path}: not valid UTF-8 (byte {error.start}); SQuAD files are UTF-8 JSON") from None
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError as error:
         raise DataError(f"{path}:{error.lineno}:{error.colno}: not valid JSON ({error.msg}); "
                         "a SQuAD file is one JSON object with a \"data\" list") from None
+    check_json_text(value, str(path))
+    return value
 
 
 def _format_error(path: Path, where: str, what: str) -> DataError:
@@ -956,6 +958,7 @@ def read_predictions(path: str | os.PathLike, what: str = "predictions") -> dict
         raise DataError(f"{path}:{error.lineno}:{error.colno}: not valid JSON ({error.msg})") from None
     if not isinstance(value, dict):
         raise DataError(f"{path}: expected a JSON object mapping question ids to {what}")
+    check_json_text(value, str(path))
     wanted = str if what == "predictions" else (int, float)
     for key, item in value.items():
         if not isinstance(item, wanted) or isinstance(item, bool):

@@ -13,6 +13,7 @@ import contextlib
 import glob
 import gzip
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -147,20 +148,108 @@ def _decode_lines(path: Path, data: bytes, before: int) -> list[str]:
     return lines
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_text(text: str, where: str, from_json: bool = False) -> str:
+    """``text`` when it is real Unicode text; a DataError naming ``where`` when it holds a lone surrogate.
+
+    The one check for user text that did not come through :func:`iter_lines`'s
+    strict decoding: command-line arguments (Python keeps bytes that are not
+    UTF-8 as surrogates U+DC80-U+DCFF) and strings from JSON (``from_json``: a
+    lone ``\\ud800``-``\\udfff`` escape). Neither can be encoded as UTF-8, so
+    tokenization would fail deep inside TensorFlow.
+    """
+    match = _SURROGATE.search(text)
+    if match is None:
+        return text
+    code, column = ord(match.group()), match.start() + 1
+    if not from_json and 0xDC80 <= code <= 0xDCFF:  # an undecodable byte of an argument
+        raise DataError(f"{where}: not valid UTF-8 (byte 0x{code - 0xDC00:02x} at column {column}); "
+                        "pass UTF-8 text")
+    raise DataError(f"{where}: holds a lone surrogate \\u{code:04x} at column {column}, which is not a character "
+                    "(JSON \\u escapes of characters beyond U+FFFF come in pairs); fix or remove it")
+
+
+def check_json_text(value, where: str, path: str = "") -> None:
+    """:func:`check_text` on every string (keys too) of a parsed JSON value; errors name ``where`` and the key path."""
+    if isinstance(value, str):
+        check_text(value, f"{where}: {path}" if path else where, from_json=True)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_text(key, f"{where}: a key of {path or 'the top level'}", from_json=True)
+            check_json_text(item, where, f"{path}.{key}" if path else key)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            check_json_text(item, where, f"{path}[{index}]")
+
+
 def writable_parent(final: str | os.PathLike) -> Path:
-    """Creates the directory that will hold ``final`` and checks it is writable.
+    """Creates the directory that will hold ``final`` and checks it can be written (see :func:`writable_directory`)."""
+    return writable_directory(Path(final).parent)
+
+
+def writable_directory(directory: str | os.PathLike, option: str | None = None) -> Path:
+    """Creates ``directory`` if needed and proves it writable by creating and deleting a file in it.
 
     Commands call this before long work, so a bad output location is reported
-    at once rather than after the work is done.
+    at once rather than after the work is done. A real write, not
+    ``os.access``: root passes every permission check, but not a read-only file
+    system, a full disk or a path under /proc.
     """
-    parent = Path(final).parent
+    import tempfile
+
+    directory = Path(directory)
+    where = f"{option} {directory}" if option else str(directory)
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise DataError(f"{parent}: cannot create the output directory ({error.strerror})") from None
-    if not os.access(parent, os.W_OK):
-        raise DataError(f"{parent}: not writable; choose another output location")
-    return parent
+        raise DataError(f"{where}: cannot create the output directory ({error.strerror})") from None
+    try:
+        handle, probe = tempfile.mkstemp(dir=directory, prefix=".write-check-")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise DataError(f"{where}: cannot write there ({error.strerror}); choose another output location") from None
+    return directory
+
+
+def missing_directories(path: str | os.PathLike) -> list[Path]:
+    """``path`` and its ancestors that do not exist yet, outermost first: what making it would create."""
+    missing = []
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing[::-1]
+
+
+@contextlib.contextmanager
+def output_directories(path: str | os.PathLike) -> Iterator[None]:
+    """On an error inside the block, removes the directories up to ``path`` that did not exist before it.
+
+    Only directories that hold nothing but hidden leftovers (temporaries) are
+    removed, so a failed command leaves no empty or half-filled output behind
+    while anything a user put there stays.
+    """
+    created = missing_directories(path)
+    try:
+        yield
+    except BaseException:
+        for directory in reversed(created):
+            remove_if_only_leftovers(directory)
+        raise
+
+
+def remove_if_only_leftovers(directory: Path) -> None:
+    """Deletes ``directory`` if it holds only hidden names (``.x.tmp-123``...), else leaves it."""
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return
+    if any(not entry.name.startswith(".") for entry in entries):
+        return
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 @contextlib.contextmanager
