@@ -72,7 +72,6 @@ def export_model(model_dir: Path, output: Path, max_seq_length: int | None = Non
     from bert_cli import console
 
     console.load_tensorflow()
-    import tensorflow as tf
 
     from bert_cli.runs import write_json
     from bert_cli.serving import ServingOptions, build_serving
@@ -87,7 +86,7 @@ def export_model(model_dir: Path, output: Path, max_seq_length: int | None = Non
                      "signatures (a feature extractor) were exported, no serving_default")
     signatures = module.signatures()
     with atomic_path(output) as temporary:
-        tf.saved_model.save(module, str(temporary), signatures=signatures)
+        _save(module, temporary, signatures, output)
         loaded_signatures = saved_signatures(temporary)
         description = {
             "format": EXPORT_FORMAT,
@@ -110,6 +109,22 @@ def export_model(model_dir: Path, output: Path, max_seq_length: int | None = Non
         batch_size=batch_size, lowercase=module.tokenizer.lowercase, signatures=loaded_signatures, notes=notes,
         seconds=time.perf_counter() - started,
     )
+
+
+def _save(module, temporary: Path, signatures: dict, output: Path) -> None:
+    """``tf.saved_model.save``, with a full or read-only disk reported as one line naming OUTPUT_DIR."""
+    import tensorflow as tf
+
+    from bert_cli.runs import storage_problem
+
+    try:
+        tf.saved_model.save(module, str(temporary), signatures=signatures)
+    except (tf.errors.OpError, OSError) as error:
+        problem = storage_problem(error)
+        if problem is None:
+            raise
+        reason = problem.split(": ", 1)[-1]
+        raise UserError(f"OUTPUT_DIR {output}: {reason} (nothing was left under that name)") from None
 
 
 def saved_signatures(path: Path) -> dict:

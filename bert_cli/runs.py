@@ -7,10 +7,12 @@ same way whichever command made it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
 from pathlib import Path
+from typing import Iterator
 
 from bert_cli.errors import UserError
 
@@ -82,25 +84,27 @@ def prepare_run_output(output: Path, signature: dict, overwrite: bool, names: tu
     write_json(run_file, signature, sort_keys=True)
 
 
+@contextlib.contextmanager
+def removed_unless_resumable(output: Path) -> Iterator[None]:
+    """A run that fails before its first checkpoint leaves nothing of an output directory it created.
+
+    After the first checkpoint the directory stays: rerunning the same command
+    resumes from it.
+    """
+    from data.textio import missing_directories
+
+    created = missing_directories(output)
+    try:
+        yield
+    except BaseException:
+        if created and not (Path(output) / "checkpoints" / "checkpoint").is_file():
+            shutil.rmtree(created[0], ignore_errors=True)
+        raise
+
+
 # ----------------------------------------------------------------------------
 # While training
 # ----------------------------------------------------------------------------
-
-
-class ResumeSeed:
-    """The shuffling seed of a run: ``seed`` at the start, ``seed + step`` after resuming at ``step``.
-
-    A resumed run shuffles with another seed so it does not replay the data it
-    already saw; the input functions read ``value`` when the dataset is made,
-    which is after the loop has restored the checkpoint.
-    """
-
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
-        self.value = seed
-
-    def resume(self, step: int) -> None:
-        self.value = self.seed + step
 
 
 class SummaryWriters:
@@ -148,3 +152,42 @@ def count_parameters(model) -> int:
     import numpy as np
 
     return int(sum(int(np.prod(v.shape)) for v in model.weights))
+
+
+# What the OS says when storage, not the program, is at fault, and what to do about it.
+_STORAGE_PROBLEMS = (
+    ("No space left on device", "no space left on the device; free some space and run the command again"),
+    ("File too large", "file too large for the file system or the shell's limit (ulimit -f); raise the limit or "
+                       "write elsewhere"),
+    ("Read-only file system", "the file system is read-only; write elsewhere"),
+    ("Disk quota exceeded", "disk quota exceeded; free some space and run the command again"),
+)
+
+
+def storage_problem(error, resumable: bool = False) -> str | None:
+    """One line for a TensorFlow error that is the disk's (full, read-only...), naming the place; else None.
+
+    TensorFlow reports these as ResourceExhaustedError or UnknownError with the
+    temporary file's path in the message; the line names the directory the
+    user chose instead (the part before ``..._temp``).
+    """
+    import re
+
+    message = re.sub(r"\{\{[^}]*\}\}", "", getattr(error, "message", str(error)))  # TensorFlow's node names
+    for needle, advice in _STORAGE_PROBLEMS:
+        if needle in message:
+            match = re.search(r"(/[^\s;'\"]+)", message.split(needle)[0])
+            filename = getattr(error, "filename", None) or (match.group(1) if match else None)
+            place = _chosen_directory(str(filename)) if filename else None
+            again = "; the run resumes from its last complete checkpoint" if resumable else ""
+            return f"{place + ': ' if place else ''}{advice}{again}"
+    return None
+
+
+def _chosen_directory(path: str) -> str:
+    """``/out/checkpoints/ckpt-3_temp/part-0.data...`` -> ``/out/checkpoints``."""
+    parts = Path(path).parts
+    for index, part in enumerate(parts):
+        if part.endswith("_temp") or ".tmp-" in part or part.startswith(".tmp"):
+            return str(Path(*parts[:index])) if index else path
+    return path

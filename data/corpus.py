@@ -78,7 +78,7 @@ from typing import Callable, Iterator
 
 from data.errors import DataError
 from data.sentences import split_sentences
-from data.textio import atomic_path
+from data.textio import atomic_path, output_directories, writable_parent
 
 DEFAULT_TARGET_BYTES = 1_000_000
 # Below this a corpus may not hold two documents, and the size promise
@@ -439,8 +439,10 @@ def write_default_corpus(
     Same arguments as :func:`build_default_corpus`. The file appears under its
     final name only once it is complete.
     """
-    corpus = build_default_corpus(target_bytes, on_bytes=on_bytes)
-    with atomic_path(path) as temporary:
-        with open(temporary, "w", encoding="utf-8", newline="\n") as file:
-            file.write(corpus.text())
+    with output_directories(Path(path).parent):  # a failed run leaves no new, empty directory
+        writable_parent(path)  # before the build, which takes a while
+        corpus = build_default_corpus(target_bytes, on_bytes=on_bytes)
+        with atomic_path(path) as temporary:
+            with open(temporary, "w", encoding="utf-8", newline="\n") as file:
+                file.write(corpus.text())
     return corpus.stats

@@ -112,7 +112,7 @@ import numpy as np
 
 from data import records
 from data.errors import DataError
-from data.textio import atomic_path, expand_inputs, iter_lines, total_bytes
+from data.textio import atomic_path, expand_inputs, iter_lines, output_directories, total_bytes, writable_directory
 
 INPUT_FORMATS = ("lines", "paragraphs")
 # A last chunk with fewer documents than this joins the chunk before it, so
@@ -756,7 +756,9 @@ def create_pretraining_data(
     if on_total is not None:
         on_total(input_bytes)
     flow = _ChunkFlow(options, num_shards, compression, workers, started, on_progress)
-    shards, shard_counts = _write_shards(flow, files, vocab, lowercase, output, old_shards, on_bytes)
+    with output_directories(output):  # a failed run leaves no new, empty directory
+        _make_output_directory(output)
+        shards, shard_counts = _write_shards(flow, files, vocab, lowercase, output, old_shards, on_bytes)
     report = PretrainingDataReport(
         output=output, manifest=output / records.MANIFEST_NAME, shards=tuple(shards), shard_counts=shard_counts,
         files=len(files), input_bytes=input_bytes, chunks=flow.chunks, documents=flow.progress.documents,
@@ -800,11 +802,8 @@ def _masking_warnings(options: PretrainingDataOptions) -> list[str]:
 
 
 def _make_output_directory(output: Path) -> None:
-    """Creates the output directory and deletes what a killed run left there."""
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise DataError(f"--output {output}: cannot create the directory ({error.strerror})") from None
+    """Creates the output directory (checked writable) and deletes what a killed run left there."""
+    writable_directory(output, "--output")
     _remove_leftovers(output)
 
 
@@ -889,7 +888,6 @@ def _write_shards(
     time the tokenizer is built and the first chunks are tokenized; they are
     stopped whatever happens.
     """
-    _make_output_directory(output)
     options = flow.options
     chunk_chars = max(1, round(options.chunk_size_mb * _MB))
     documents = read_documents(files, options.input_format, on_bytes)
@@ -965,7 +963,8 @@ def _write_manifest(report: PretrainingDataReport, identity: dict, vocab, files:
             "masked_as_random_token": stats.random_token,
         },
         "shards": [
-            {"file": path.name, "instances": count} for path, count in zip(report.shards, report.shard_counts)
+            {"file": path.name, "instances": count, "bytes": path.stat().st_size}
+            for path, count in zip(report.shards, report.shard_counts)
         ],
         "compression": identity["compression"],
         "dataset": identity,

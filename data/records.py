@@ -29,6 +29,7 @@ import dataclasses
 import errno
 import json
 import os
+import re
 import zlib
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
@@ -174,10 +175,25 @@ def gzip_member(data) -> bytes:
 
 
 def write_fully(handle, data) -> None:
-    """Writes all of ``data`` to an unbuffered file (whose ``write`` may take only part of it)."""
+    """Writes all of ``data`` to an unbuffered file (whose ``write`` may take only part of it).
+
+    A failed write (disk full, ``ulimit -f``) raises an OSError that names the
+    file: the OS does not say which, and in a worker process nothing else
+    would tell the user.
+    """
     view = memoryview(data).cast("B")
-    while len(view):
-        view = view[handle.write(view) :]
+    try:
+        while len(view):
+            view = view[handle.write(view) :]
+    except OSError as error:
+        raise with_filename(error, handle.name) from None
+
+
+def with_filename(error: OSError, filename) -> OSError:
+    """``error`` with ``filename`` when the OS gave none (a write's error names no file)."""
+    if error.filename is not None or error.errno is None:
+        return error
+    return type(error)(error.errno, error.strerror, str(filename))
 
 
 class _Shard:
@@ -206,7 +222,7 @@ class _Shard:
                 done = os.copy_file_range(source, self.handle.fileno(), count, offset)
             except OSError as error:
                 if error.errno not in (errno.ENOSYS, errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
-                    raise
+                    raise with_filename(error, self.path) from None
                 _COPY_IN_KERNEL = False
                 break
             if done == 0:
@@ -408,7 +424,58 @@ def find_record_files(patterns: Sequence[str | os.PathLike]) -> tuple[list[Path]
                 files.append(match)
     if manifest is None and files:
         manifest = read_manifest(files[0].parent)
+    check_shard_sizes(files, manifest)
     return files, manifest
+
+
+def check_shard_sizes(files: Sequence[Path], manifest: dict | None) -> None:
+    """A DataError for a shard whose size differs from what its manifest recorded (truncated by a copy, say).
+
+    Costs one ``stat`` a file, so a cut-off shard is named before training
+    starts instead of hours into it. Manifests without sizes (older ones, the
+    original script's output) are not checked.
+    """
+    if not manifest or not isinstance(manifest.get("shards"), list):
+        return
+    recorded = {shard.get("file"): shard.get("bytes") for shard in manifest["shards"] if isinstance(shard, dict)}
+    for path in files:
+        size = recorded.get(Path(path).name)
+        if isinstance(size, int) and Path(path).stat().st_size != size:
+            raise DataError(f"{path}: {Path(path).stat().st_size:,} bytes but its {MANIFEST_NAME} recorded "
+                            f"{size:,} (truncated or changed since bert make-data wrote it); make the data again "
+                            "or copy the shard again")
+
+
+def find_corrupt_record_file(files: Sequence[str]) -> tuple[str, str] | None:
+    """The first file that cannot be read to its end, and TensorFlow's reason (``truncated record at 499964``).
+
+    Called after a read failed somewhere in a pipeline over many files, to name
+    the file; reads every record of each file once.
+    """
+    import tensorflow as tf
+
+    for name in files:
+        dataset = tf.data.TFRecordDataset(name, compression_type=compression_of(name))
+        try:
+            dataset.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1).numpy()
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+            return name, tensorflow_reason(error.message)
+    return None
+
+
+def tensorflow_reason(message: str) -> str:
+    """The informative part of a TensorFlow error message: ``truncated record at 499760 (read less bytes than
+    requested)`` rather than "Graph execution error:", node names and op listings."""
+    lines = [line.strip() for line in message.splitlines()]
+    useful = [line for line in lines if line and not line.startswith(("[[", "Detected at node", "Graph execution"))
+              and not line.endswith(":")]
+    text = useful[-1] if useful else (lines[0] if lines else message)
+    text = re.sub(r"\{\{[^}]*\}\}\s*", "", text)
+    text = re.sub(r"\s*\[Op:[^\]]*\].*$", "", text)
+    if "' failed with " in text:
+        what, why = text.split("' failed with ", 1)
+        text = f"{what.strip(chr(39))} ({why[:1].lower()}{why[1:]})"
+    return text.rstrip(".")
 
 
 def read_examples(files: Sequence[Path], limit: int) -> dict[str, np.ndarray]:

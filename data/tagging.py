@@ -64,6 +64,9 @@ class Sentence:
 class TaggedFile:
     path: Path
     sentences: list[Sentence]
+    #: Fields a row, and the token and tag fields read (tag None: a file without tags).
+    width: int = 0
+    columns: tuple[int, int | None] = (0, None)
 
     @property
     def has_tags(self) -> bool:
@@ -125,7 +128,7 @@ def read_conll(
         raise DataError(
             f"{path}: no sentences; a CoNLL file has one token and its tag per line, a blank line between sentences"
         )
-    return TaggedFile(path, sentences)
+    return TaggedFile(path, sentences, width, (token_index, tag_index))
 
 
 def _row_fields(line: str, number: int) -> list[str] | None:

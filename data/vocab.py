@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 from data.errors import DataError
-from data.textio import atomic_path, expand_inputs, iter_lines, total_bytes, writable_parent
+from data.textio import atomic_path, expand_inputs, iter_lines, output_directories, total_bytes, writable_parent
 
 CORE_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 # The original vocabularies put 99 unused slots between [PAD] and [UNK].
@@ -241,35 +241,40 @@ def build_vocabulary(
     output = Path(output)
     budget = _check_options(output, vocab_size, min_frequency, unused)
     files = expand_inputs(inputs)
-    writable_parent(output)
-    corpus_bytes = total_bytes(files)
-    if on_total:
-        on_total(corpus_bytes)
-    counts, training_lines, training_words, holdout = _count_corpus(files, lowercase, on_bytes)
+    with output_directories(output.parent):  # a failed run leaves no new, empty directory
+        writable_parent(output)
+        corpus_bytes = total_bytes(files)
+        if on_total:
+            on_total(corpus_bytes)
+        counts, training_lines, training_words, holdout = _count_corpus(files, lowercase, on_bytes)
 
-    if on_stage:
-        on_stage("learning pieces")
+        if on_stage:
+            on_stage("learning pieces")
+        alphabet, learned, tokens = _learn(counts, budget, alphabet_limit, min_frequency, unused, vocab_size)
+        if on_stage:
+            on_stage("measuring on held-out text")
+        holdout_words, unk_share, pieces_per_word = measure(tokens, lowercase, holdout)
+
+        text = "\n".join(tokens) + "\n"
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        report = VocabularyReport(
+            output=output, manifest=output.with_suffix(".json"), vocab_size=len(tokens), learned_pieces=len(learned),
+            alphabet_size=len(alphabet), filled_unused=budget - len(learned), lowercase=lowercase, files=len(files),
+            corpus_bytes=corpus_bytes, training_lines=training_lines, training_words=training_words,
+            distinct_words=len(counts), holdout_lines=len(holdout), holdout_words=holdout_words,
+            unk_word_share=unk_share, pieces_per_word=pieces_per_word, longest_pieces=_longest_pieces(learned),
+            seconds=time.perf_counter() - started, sha256=digest,
+        )
+        _write_vocabulary(report, text, _manifest(report, files, min_frequency, unused, alphabet_limit))
+        return report
+
+
+def _learn(counts, budget: int, alphabet_limit: int, min_frequency: int, unused: int, vocab_size: int):
+    """The alphabet, the learned pieces and the final token list of the vocabulary."""
     # A character costs two slots (c and ##c); keep room for merges too.
     alphabet = choose_alphabet(counts, min(alphabet_limit, budget // 2))
     learned = train_pieces(counts, budget, alphabet, min_frequency)
-    tokens = layout(learned, unused, vocab_size)
-
-    if on_stage:
-        on_stage("measuring on held-out text")
-    holdout_words, unk_share, pieces_per_word = measure(tokens, lowercase, holdout)
-
-    text = "\n".join(tokens) + "\n"
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    report = VocabularyReport(
-        output=output, manifest=output.with_suffix(".json"), vocab_size=len(tokens), learned_pieces=len(learned),
-        alphabet_size=len(alphabet), filled_unused=budget - len(learned), lowercase=lowercase, files=len(files),
-        corpus_bytes=corpus_bytes, training_lines=training_lines, training_words=training_words,
-        distinct_words=len(counts), holdout_lines=len(holdout), holdout_words=holdout_words,
-        unk_word_share=unk_share, pieces_per_word=pieces_per_word, longest_pieces=_longest_pieces(learned),
-        seconds=time.perf_counter() - started, sha256=digest,
-    )
-    _write_vocabulary(report, text, _manifest(report, files, min_frequency, unused, alphabet_limit))
-    return report
+    return alphabet, learned, layout(learned, unused, vocab_size)
 
 
 def _check_options(output: Path, vocab_size: int, min_frequency: int, unused: int) -> int:

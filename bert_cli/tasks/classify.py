@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bert_cli import console
 from bert_cli.commands.options import DATA, argument, dev_option, option, test_option
 from bert_cli.errors import UserError
 from bert_cli.finetuning import file_sha256, model_inputs
@@ -88,6 +89,8 @@ class Recipe:
         o = self.options
         train = classification.read_dataset(o.train, o.text_column, o.text_pair_column, o.label_column,
                                             o.file_format, o.header)
+        if train.guessed:
+            console.warning(train.guessed)
         if o.regression:
             classification.regression_targets(train)
         else:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from bert_cli import console
 from bert_cli.commands.options import DATA, argument, dev_option, option, test_option
 from bert_cli.errors import UserError
 from bert_cli.finetuning import file_sha256, model_inputs
@@ -64,6 +65,11 @@ class Recipe:
 
         o = self.options
         train = tagging.read_conll(o.train, o.token_column, o.tag_column)
+        if train.width > 2:
+            console.warning(
+                f"{o.train}: rows have {train.width} fields; tokens from column {train.columns[0]}, tags from "
+                f"column {train.columns[1]} (e.g. {train.sentences[0].tags[0]!r}); pass --token-column / "
+                "--tag-column (0-based) to choose others")
         self.scheme = tagging.detect_scheme(train)
         self.tags = tagging.tag_set(train)
         self.tagged["train"] = train
