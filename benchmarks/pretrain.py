@@ -60,7 +60,7 @@ def time_ours(size: str, steps: int, jit: bool, precision: str = "fp32", batch: 
     data = synthetic(8, batch)
     distribution = strategies.resolve("default")
 
-    def train_input(context):
+    def train_input(context, start_step):
         return tf.data.Dataset.from_tensor_slices(data).repeat().batch(batch, drop_remainder=True).prefetch(4)
 
     config = BertConfig.from_preset(size, vocab_size=VOCAB)

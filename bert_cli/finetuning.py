@@ -249,17 +249,40 @@ def check_output(output: Path, overwrite: bool) -> None:
 # ----------------------------------------------------------------------------
 
 
-def train_input(arrays: dict, micro_batch: int, seed: Callable[[], int]):
-    """``input_context -> dataset``: the training arrays shuffled, repeated, in per-replica batches."""
+def train_input(arrays: dict, micro_batch: int, seed: int):
+    """``(input_context, start_step) -> dataset``: the training arrays shuffled anew each epoch, in per-replica
+    batches, starting where an uninterrupted run is at update ``start_step``.
+
+    The order is a pure function of the seed: epoch ``e`` is the permutation
+    ``stateless_shuffle(range(N), seed=[seed, e])`` of the examples, the
+    epochs follow each other, and input pipeline ``p`` of ``n`` takes every
+    ``n``-th index from ``p`` on. So a resumed run starts the index stream at
+    the examples already used and sees exactly the batches the interrupted run
+    would have (no replay, no skip over data).
+    """
     import tensorflow as tf
 
-    def make(context):
-        dataset = tf.data.Dataset.from_tensor_slices(arrays)
-        if context is not None and context.num_input_pipelines > 1:
-            dataset = dataset.shard(context.num_input_pipelines, context.input_pipeline_id)
-        size = len(next(iter(arrays.values())))
-        dataset = dataset.shuffle(size, seed=seed(), reshuffle_each_iteration=True).repeat()
-        return dataset.batch(micro_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    size = len(next(iter(arrays.values())))
+
+    from bert_cli.training import consumed_per_pipeline
+
+    def make(context, start_step: int = 0):
+        pipelines = context.num_input_pipelines if context is not None else 1
+        pipeline = context.input_pipeline_id if context is not None else 0
+        used = consumed_per_pipeline(context, start_step, micro_batch) * pipelines + pipeline  # global position
+        first_epoch, offset = divmod(used, size)
+
+        def epoch(e):
+            return tf.data.Dataset.from_tensor_slices(tf.random.experimental.stateless_shuffle(
+                tf.range(size, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), e])))
+
+        indices = tf.data.Dataset.range(first_epoch, tf.int64.max).flat_map(epoch).skip(offset)
+        indices = indices.shard(pipelines, 0) if pipelines > 1 else indices  # every n-th from this pipeline's start
+        columns = {key: tf.constant(value) for key, value in arrays.items()}
+        batches = indices.batch(micro_batch, drop_remainder=True)
+        batches = batches.map(lambda index: {key: tf.gather(value, index) for key, value in columns.items()},
+                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return batches.prefetch(tf.data.AUTOTUNE)
 
     return make
 
@@ -351,8 +374,8 @@ class FinetuneTask:
         self.model = model
         return model, with_loss_scaling(optimizer, self.precision)
 
-    def train_dataset(self, input_context):
-        return self.train_input(input_context)
+    def train_dataset(self, input_context, start_step: int):
+        return self.train_input(input_context, start_step)
 
     def compute(self, model, batch, training: bool) -> dict:
         from keras import ops
@@ -482,9 +505,16 @@ def run_finetuning(recipe: Recipe, options: FinetuneOptions) -> FinetuneResult:
     updates; the training stream is reshuffled and repeated, as the original's
     ``run_classifier.py`` does, so an epoch sees each example about once.
     """
-    from bert_cli import strategy as strategies
+    from bert_cli.runs import removed_unless_resumable
 
     check_options(options)
+    with removed_unless_resumable(Path(options.output)):
+        return _run(recipe, options)
+
+
+def _run(recipe: Recipe, options: FinetuneOptions) -> FinetuneResult:
+    from bert_cli import strategy as strategies
+
     start, metric, has_dev = _check_inputs(recipe, options)
     # The strategy before any other TensorFlow work (multi-worker and TPU set-up require it).
     distribution = strategies.resolve(options.strategy, options.tpu)
@@ -573,7 +603,7 @@ def _initializer(start: Start, init_option) -> Callable | None:
     return init
 
 
-def _task(recipe: Recipe, options: FinetuneOptions, run: Prepared, per_replica: int, seed,
+def _task(recipe: Recipe, options: FinetuneOptions, run: Prepared, per_replica: int,
           predictor: Predictor) -> FinetuneTask:
     """The recipe on the shared schedule, its shuffled training input, and its dev evaluation (with ``--dev``)."""
     dev_arrays = recipe.arrays("dev")
@@ -581,7 +611,7 @@ def _task(recipe: Recipe, options: FinetuneOptions, run: Prepared, per_replica: 
         recipe=recipe, config=run.start.config, learning_rate=options.learning_rate, train_steps=run.train_steps,
         warmup_steps=int(run.train_steps * options.warmup_proportion), weight_decay=options.weight_decay,
         precision=options.precision,
-        train_input=train_input(recipe.arrays("train"), per_replica * options.accumulation_steps, lambda: seed.value),
+        train_input=train_input(recipe.arrays("train"), per_replica * options.accumulation_steps, options.seed),
         on_evaluate=(lambda model: recipe.evaluate(predictor(model, dev_arrays))) if run.has_dev else None,
     )
 
@@ -594,12 +624,11 @@ def _train(recipe: Recipe, options: FinetuneOptions, run: Prepared, distribution
 
     from bert_cli import console
     from bert_cli.display import training_display
-    from bert_cli.runs import ResumeSeed, SummaryWriters
+    from bert_cli.runs import SummaryWriters
     from bert_cli.training import LoopOptions, run_loop
 
     per_replica = distribution.per_replica_batch(options.batch_size)
-    seed = ResumeSeed(options.seed)
-    task = _task(recipe, options, run, per_replica, seed, predictor)
+    task = _task(recipe, options, run, per_replica, predictor)
     loop_steps = min(run.train_steps, keeper.stopped_early) if keeper.stopped_early else run.train_steps
     loop = LoopOptions(
         train_steps=loop_steps, accumulation_steps=options.accumulation_steps, jit=options.jit,
@@ -610,16 +639,10 @@ def _train(recipe: Recipe, options: FinetuneOptions, run: Prepared, distribution
     writers = SummaryWriters(Path(options.output) / "logs", distribution.is_chief)
 
     def on_resume(path: str, step: int) -> None:
-        seed.resume(step)
         keeper.resume(step)
         console.info(f"resuming from {path} at step {step:,} of {run.train_steps:,}")
 
-    console.info(
-        f"[bold]{distribution.description}[/]; {run.examples:,} training {recipe.unit}, batch "
-        f"{options.batch_size * options.accumulation_steps} ({per_replica} per replica x {distribution.replicas} "
-        f"x {options.accumulation_steps} accumulation), {run.steps_per_epoch:,} steps per epoch, "
-        f"{run.train_steps:,} steps"
-    )
+    _say_plan(recipe, options, run, distribution, per_replica)
     with training_display(loop_steps, 0, f"fine-tuning {recipe.task}") as display:
         def on_log(step: int, metrics: dict) -> None:
             display.log(step, metrics)
@@ -642,11 +665,35 @@ def _train(recipe: Recipe, options: FinetuneOptions, run: Prepared, distribution
         try:
             result = run_loop(task, distribution, loop, keeper.checkpoints, on_log=on_log, on_eval=on_eval,
                               on_resume=on_resume, init=_initializer(run.start, options.init))
-        except tf.errors.ResourceExhaustedError as error:
-            raise UserError(f"out of memory ({error.message.splitlines()[0][:120]}); lower --batch-size or "
-                            "--max-seq-length, or use --accumulation-steps") from None
+        except (tf.errors.ResourceExhaustedError, tf.errors.UnknownError) as error:
+            problem = _resource_problem(error, out_of_memory=isinstance(error, tf.errors.ResourceExhaustedError))
+            if problem is None:
+                raise
+            raise UserError(problem) from None
     _say_already_trained(result, loop_steps, keeper.stopped_early)
     return result
+
+
+def _resource_problem(error, out_of_memory: bool) -> str | None:
+    """The one line for a run stopped by the disk (full, read-only) or by memory; None for anything else."""
+    from bert_cli.runs import storage_problem
+
+    problem = storage_problem(error, resumable=True)
+    if problem is not None or not out_of_memory:
+        return problem
+    return (f"out of memory ({error.message.splitlines()[0][:120]}); lower --batch-size or --max-seq-length, "
+            "or use --accumulation-steps")
+
+
+def _say_plan(recipe: Recipe, options: FinetuneOptions, run: Prepared, distribution, per_replica: int) -> None:
+    from bert_cli import console
+
+    console.info(
+        f"[bold]{distribution.description}[/]; {run.examples:,} training {recipe.unit}, batch "
+        f"{options.batch_size * options.accumulation_steps} ({per_replica} per replica x {distribution.replicas} "
+        f"x {options.accumulation_steps} accumulation), {run.steps_per_epoch:,} steps per epoch, "
+        f"{run.train_steps:,} steps"
+    )
 
 
 def _say_already_trained(result, loop_steps: int, stopped_early: int | None) -> None:

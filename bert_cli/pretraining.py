@@ -31,7 +31,7 @@ class PretrainTask:
         learning_rate / train_steps / warmup_steps / weight_decay: The schedule (see models.optimization).
         next_sentence: Train the NSP head too.
         precision: ``"fp32"``, ``"mixed_bfloat16"`` or ``"mixed_float16"`` (with dynamic loss scaling).
-        train_input: ``input_context -> tf.data.Dataset`` of per-replica batches of the
+        train_input: ``(input_context, start_step) -> tf.data.Dataset`` of per-replica batches of the
             record features (``input_ids``, ``input_mask``, ``segment_ids``,
             ``masked_lm_positions``, ``masked_lm_ids``, ``masked_lm_weights``,
             ``next_sentence_labels``).
@@ -62,8 +62,8 @@ class PretrainTask:
         )
         return model, with_loss_scaling(optimizer, self.precision)
 
-    def train_dataset(self, input_context):
-        return self.train_input(input_context)
+    def train_dataset(self, input_context, start_step: int):
+        return self.train_input(input_context, start_step)
 
     def evaluate(self, model) -> dict | None:
         return self.evaluator(model) if self.evaluator else None
@@ -172,7 +172,7 @@ def inspect_records(patterns, option: str = "INPUT") -> RecordsInfo:
     """
     import tensorflow as tf
 
-    from data.records import compression_of, find_record_files
+    from data.records import compression_of, find_record_files, tensorflow_reason
 
     if not any("://" in str(p) for p in patterns):
         local, manifest = find_record_files(patterns)
@@ -186,7 +186,7 @@ def inspect_records(patterns, option: str = "INPUT") -> RecordsInfo:
         try:
             record = next(iter(tf.data.TFRecordDataset(name, compression_type=compression_of(name)).take(1)), None)
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
-            raise UserError(f"{name}: not a readable TFRecord file ({error.message.splitlines()[0]})") from None
+            raise UserError(f"{name}: not a readable TFRecord file ({tensorflow_reason(error.message)})") from None
         if record is None:
             continue
         try:
@@ -287,10 +287,17 @@ class PretrainResult:
 
 def run_pretraining(options: PretrainOptions) -> PretrainResult:
     """Runs ``bert pretrain``: checks inputs, trains (or resumes), writes the model directory."""
+    from bert_cli.runs import removed_unless_resumable
+
+    _check_options(options)
+    with removed_unless_resumable(Path(options.output)):
+        return _run(options)
+
+
+def _run(options: PretrainOptions) -> PretrainResult:
     from bert_cli import strategy as strategies
     from bert_cli.runs import check_precision, prepare_run_output
 
-    _check_options(options)
     # The strategy first: multi-worker and TPU set-up must precede other TensorFlow work.
     distribution = strategies.resolve(options.strategy, options.tpu)
     distribution.per_replica_batch(options.batch_size)
@@ -321,6 +328,13 @@ def _check_options(options: PretrainOptions) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(options, name)}")
     if not 0.0 < options.masked_lm_prob < 1.0:
         raise UserError(f"--masked-lm-prob must be between 0 and 1, got {options.masked_lm_prob}")
+    if not 0 <= options.warmup_steps <= options.train_steps:
+        raise UserError(f"--warmup-steps must be between 0 and --train-steps ({options.train_steps}), "
+                        f"got {options.warmup_steps}")
+    if not options.learning_rate > 0:
+        raise UserError(f"--learning-rate must be positive, got {options.learning_rate}")
+    if options.optimizer not in ("adamw", "lamb"):
+        raise UserError(f"--optimizer {options.optimizer!r} is not known; use adamw or lamb")
 
 
 @dataclasses.dataclass
@@ -383,9 +397,9 @@ def _vocab_path(options: PretrainOptions, records: RecordsInfo) -> Path:
     return vocab_path
 
 
-def _task(options: PretrainOptions, inputs: PretrainInputs, distribution, seed) -> PretrainTask:
+def _task(options: PretrainOptions, inputs: PretrainInputs, distribution) -> PretrainTask:
     """The MLM (+ NSP) task with its training input and, with ``--eval-input``, its held-out evaluator."""
-    from bert_cli.training import SumEvaluator
+    from bert_cli.training import SumEvaluator, consumed_per_pipeline
     from data.pretraining_input import DynamicMasking, pretraining_dataset
 
     vocab, records = inputs.vocab, inputs.records
@@ -399,10 +413,12 @@ def _task(options: PretrainOptions, inputs: PretrainInputs, distribution, seed) 
             whole_word=options.whole_word_mask,
         )
 
-    def train_input(context):
+    def train_input(context, start_step: int):
+        micro_batch = per_replica * options.accumulation_steps
         return pretraining_dataset(
-            records.files, records.max_seq_length, records.max_predictions, per_replica * options.accumulation_steps,
-            next_sentence=inputs.next_sentence, seed=seed.value, input_context=context, dynamic_masking=masking,
+            records.files, records.max_seq_length, records.max_predictions, micro_batch,
+            next_sentence=inputs.next_sentence, seed=options.seed, input_context=context, dynamic_masking=masking,
+            skip_records=consumed_per_pipeline(context, start_step, micro_batch),
         )
 
     def eval_input(context):
@@ -428,11 +444,10 @@ def _train(options: PretrainOptions, inputs: PretrainInputs, distribution):
 
     from bert_cli import console
     from bert_cli.display import training_display
-    from bert_cli.runs import ResumeSeed, SummaryWriters
+    from bert_cli.runs import SummaryWriters, storage_problem
     from bert_cli.training import LoopOptions, run_loop
 
-    seed = ResumeSeed(options.seed)
-    task = _task(options, inputs, distribution, seed)
+    task = _task(options, inputs, distribution)
     loop = LoopOptions(
         train_steps=options.train_steps, steps_per_execution=options.steps_per_execution,
         accumulation_steps=options.accumulation_steps, jit=options.jit, save_every=options.save_every,
@@ -450,7 +465,6 @@ def _train(options: PretrainOptions, inputs: PretrainInputs, distribution):
                  f"records T={records.max_seq_length} P={records.max_predictions}, {len(records.files)} file(s)")
 
     def on_resume(path: str, step: int) -> None:
-        seed.resume(step)
         console.info(f"resuming from {path} at step {step:,} of {options.train_steps:,}")
 
     with training_display(options.train_steps, 0, "pre-training") as display:
@@ -466,11 +480,29 @@ def _train(options: PretrainOptions, inputs: PretrainInputs, distribution):
             result = run_loop(task, distribution, loop, options.output / "checkpoints",
                               on_log=on_log, on_eval=on_eval, on_resume=on_resume, init=init)
         except tf.errors.DataLossError as error:
-            raise UserError(f"a record file is corrupt: {error.message.splitlines()[0]}") from None
+            raise UserError(_corrupt_records(inputs, error)) from None
+        except (tf.errors.ResourceExhaustedError, tf.errors.UnknownError) as error:
+            problem = storage_problem(error, resumable=True)
+            if problem is None:
+                raise
+            raise UserError(problem) from None
     if result.start_step >= options.train_steps:
         console.info(f"already trained to step {result.start_step:,} (--train-steps {options.train_steps:,}); "
                      "raise --train-steps to train further")
     return result
+
+
+def _corrupt_records(inputs: PretrainInputs, error) -> str:
+    """The one-line message of a read failure mid-run: which file, where, what to do."""
+    from data.records import find_corrupt_record_file, tensorflow_reason
+
+    files = inputs.records.files + (inputs.eval_records.files if inputs.eval_records else [])
+    found = find_corrupt_record_file(files)
+    if found is None:
+        return (f"a record file could not be read ({tensorflow_reason(error.message)}); "
+                "check the files with bert inspect records")
+    name, reason = found
+    return f"{name}: corrupt record file ({reason}); make the data again or copy the file again"
 
 
 def _write_outputs(options: PretrainOptions, inputs: PretrainInputs, result) -> Path | None:

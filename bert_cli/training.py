@@ -20,8 +20,13 @@ class Task(Protocol):
     def build(self):
         """Returns ``(model, optimizer)``; called inside the strategy's scope."""
 
-    def train_dataset(self, input_context):
-        """A repeated ``tf.data.Dataset`` of per-replica batches (micro-batch x accumulation steps)."""
+    def train_dataset(self, input_context, start_step: int):
+        """A repeated ``tf.data.Dataset`` of per-replica batches (micro-batch x accumulation steps).
+
+        Its first batch is the one an uninterrupted run takes at update
+        ``start_step`` (0 for a fresh run): a resumed run sees exactly the
+        batches the interrupted one would have seen.
+        """
 
     def compute(self, model, batch, training: bool) -> dict:
         """The additive quantities of one (micro-)batch; ``loss`` is the one minimised."""
@@ -137,6 +142,7 @@ class _Run:
     model: object
     optimizer: object
     manager: object  # tf.train.CheckpointManager
+    checkpoint: object  # its tf.train.Checkpoint
     own_dir: Path
     start_step: int
     resumed_from: str | None
@@ -150,8 +156,14 @@ class _Run:
         with distribution.strategy.scope():
             model, optimizer = task.build()
             optimizer.build(model.trainable_variables)
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+        # Keras 3 keeps the dropout layers' random state in seed-generator variables
+        # that the model's checkpoint dependencies miss: saved explicitly, so a
+        # resumed run draws the same dropout masks as an uninterrupted one.
+        random_state = [v.value if hasattr(v, "value") else v for v in model.non_trainable_variables]
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, random_state=random_state)
         own_dir = _worker_checkpoint_dir(checkpoint_dir, distribution)
+        for unfinished in Path(own_dir).glob("ckpt-*_temp"):  # a save killed half-way (the index was never written)
+            shutil.rmtree(unfinished, ignore_errors=True)
         manager = tf.train.CheckpointManager(checkpoint, str(own_dir), max_to_keep=options.keep)
         resumed_from = None
         if manager.latest_checkpoint:
@@ -159,7 +171,7 @@ class _Run:
             resumed_from = manager.latest_checkpoint
         elif init is not None:
             init(model)
-        return cls(task, distribution, options, model, optimizer, manager, own_dir,
+        return cls(task, distribution, options, model, optimizer, manager, checkpoint, own_dir,
                    int(optimizer.iterations.numpy()), resumed_from)
 
     def train(self, on_log, on_eval) -> LoopResult:
@@ -168,7 +180,7 @@ class _Run:
 
         options = self.options
         train_chunk = _chunk_function(self.distribution.strategy, self._step_function(), tuple(self.task.sums))
-        iterator = iter(self.distribution.strategy.distribute_datasets_from_function(self.task.train_dataset))
+        iterator = self._input_iterator()
         history: list[dict] = []
         evaluations: list[dict] = []
         started = window_started = time.perf_counter()
@@ -197,6 +209,34 @@ class _Run:
                         break
         return LoopResult(self.model, self.optimizer, self.start_step, step, history, evaluations,
                           time.perf_counter() - started, self.resumed_from, stopped_early)
+
+    def _input_iterator(self):
+        """The training input at ``start_step``: restored from the checkpoint when it holds the input's state,
+        else positioned by the task (``train_dataset(context, start_step)``).
+
+        Under a one-replica strategy the tf.data iterator is trackable and is
+        saved with every checkpoint (its shuffle buffer and position), so a
+        resume costs nothing; a multi-replica iterator is not, and the task
+        positions its input itself (pre-training reads past the used records).
+        """
+        import tensorflow as tf
+
+        strategy = self.distribution.strategy
+
+        def make(start: int):
+            return iter(strategy.distribute_datasets_from_function(lambda c: self.task.train_dataset(c, start)))
+
+        saved = bool(self.resumed_from) and any(
+            name.startswith("data_iterator/") for name, _ in tf.train.list_variables(self.resumed_from))
+        iterator = make(0 if saved else self.start_step)
+        try:
+            holder = tf.train.Checkpoint(data_iterator=iterator)
+        except ValueError:  # a multi-replica iterator: not trackable
+            return make(self.start_step) if saved else iterator
+        if saved:
+            holder.read(self.resumed_from).expect_partial()
+        self.checkpoint.data_iterator = iterator
+        return iterator
 
     def _window_metrics(self, window: dict, step: int, elapsed: float, seconds: float) -> dict:
         """The task's metrics of a logging window, with throughput and the learning rate."""
@@ -320,6 +360,13 @@ class SumEvaluator:
             for key, value in eval_batch(batch).items():
                 totals[key] = totals.get(key, 0.0) + float(value)
         return self.summarize(totals) if totals else None
+
+
+def consumed_per_pipeline(context, start_step: int, micro_batch: int) -> int:
+    """Examples one input pipeline has handed out by update ``start_step`` (each replica takes one micro-batch
+    x accumulation per update; ``context`` None is one pipeline feeding one replica)."""
+    replicas = context.num_replicas_in_sync // context.num_input_pipelines if context is not None else 1
+    return start_step * micro_batch * replicas
 
 
 def _next_boundary(step: int, options: LoopOptions) -> int:

@@ -59,6 +59,7 @@ def pretraining_dataset(
     cycle_length: int = 8,
     input_context: tf.distribute.InputContext | None = None,
     dynamic_masking: DynamicMasking | None = None,
+    skip_records: int = 0,
 ) -> tf.data.Dataset:
     """Batches of pre-training features from TFRecord files.
 
@@ -68,10 +69,13 @@ def pretraining_dataset(
         batch_size: Examples per batch for this input pipeline (per replica).
         training: Shuffle and repeat forever; else one ordered pass.
         next_sentence: Parse ``next_sentence_labels``.
-        seed: Shuffle seed (a resumed run passes a different one so it does not replay the same order).
+        seed: Shuffle seed (and with dynamic masking, of the masks).
         input_context: Given by ``distribute_datasets_from_function``; each input
             pipeline then reads its own share of the files.
         dynamic_masking: Re-mask on every read (RoBERTa) instead of using the stored masks.
+        skip_records: Training records this pipeline already handed out (a multiple of
+            ``batch_size``): a resumed run continues the same stream exactly where it was,
+            at the cost of reading the skipped records once.
     """
     if not files:
         raise DataError("no record files to read")
@@ -86,14 +90,7 @@ def pretraining_dataset(
             and len(files) >= input_context.num_input_pipelines):
         dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     if training:
-        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
-        dataset = dataset.interleave(
-            lambda name: tf.data.TFRecordDataset(name, compression_type=compression),
-            cycle_length=min(cycle_length, len(files)),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        )
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed)
+        dataset = _training_records(dataset, len(files), compression, seed, shuffle_buffer, cycle_length, skip_records)
     else:
         dataset = tf.data.TFRecordDataset(dataset, compression_type=compression)
 
@@ -101,11 +98,26 @@ def pretraining_dataset(
     dataset = dataset.map(lambda records: tf.io.parse_example(records, spec), num_parallel_calls=tf.data.AUTOTUNE)
     if dynamic_masking is not None:
         masker = _Remasker(dynamic_masking, max_predictions)
-        dataset = dataset.enumerate().map(
+        dataset = dataset.enumerate(start=skip_records // batch_size if training else 0).map(
             lambda index, batch: masker(batch, tf.stack([tf.cast(seed, tf.int64), index])),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _training_records(files: tf.data.Dataset, count: int, compression: str, seed: int, shuffle_buffer: int,
+                      cycle_length: int, skip_records: int) -> tf.data.Dataset:
+    """Serialized records, forever: files in a fresh shuffled order each pass, read interleaved, through a
+    shuffle buffer, the first ``skip_records`` passed over (nothing is parsed)."""
+    dataset = files.shuffle(count, seed=seed, reshuffle_each_iteration=True).repeat()
+    dataset = dataset.interleave(
+        lambda name: tf.data.TFRecordDataset(name, compression_type=compression),
+        cycle_length=min(cycle_length, count),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    dataset = dataset.shuffle(shuffle_buffer, seed=seed)
+    return dataset.skip(skip_records) if skip_records else dataset
 
 
 class _Remasker:

@@ -53,7 +53,7 @@ def main() -> None:
     examples = make_examples(256, predictions=args.predictions, seed=5)
     columns = {key: np.array([e[key] for e in examples]) for key in examples[0]}
 
-    def train_input(context):
+    def train_input(context, start_step):
         dataset = tf.data.Dataset.from_tensor_slices(columns)
         if context is not None and context.num_input_pipelines > 1:
             dataset = dataset.shard(context.num_input_pipelines, context.input_pipeline_id)

@@ -107,3 +107,46 @@ def test_whole_word_masking_never_splits_a_word(records):
                 if original[position] in continuation:
                     assert position - 1 in chosen
     assert taken / wanted > 0.9, "whole words fill nearly all of the prediction budget"
+
+
+def test_skipping_the_records_used_continues_the_same_stream(records):
+    """A resumed run under a multi-replica strategy positions its input by ``skip_records``: it must see exactly
+    the batches an uninterrupted run sees from there, dynamic masks included."""
+    path, _ = records
+    masking = DynamicMasking(vocab_size=45, cls_id=CLS, sep_id=SEP, mask_id=MASK)
+
+    def stream(skip, count):
+        dataset = pretraining_dataset([str(path), str(path)], T, P, 16, seed=3, dynamic_masking=masking,
+                                      shuffle_buffer=100, skip_records=skip)
+        return [{k: v.numpy() for k, v in batch.items()} for batch in dataset.take(count)]
+
+    whole = stream(0, 50)  # past one pass over the files: the reshuffled repeat is covered too
+    resumed = stream(37 * 16, 13)
+    for expected, got in zip(whole[37:], resumed, strict=True):
+        for key in expected:
+            np.testing.assert_array_equal(expected[key], got[key], err_msg=key)
+    assert not np.array_equal(whole[0]["input_ids"], resumed[0]["input_ids"])
+
+
+def test_fine_tuning_input_starts_where_an_uninterrupted_run_is():
+    """``bert_cli.finetuning.train_input`` for one pipeline and for two (each its share), at any start step."""
+    from bert_cli.finetuning import train_input
+
+    class Context:  # what distribute_datasets_from_function passes
+        def __init__(self, pipelines, pipeline, replicas):
+            self.num_input_pipelines, self.input_pipeline_id, self.num_replicas_in_sync = pipelines, pipeline, replicas
+
+    arrays = {"x": np.arange(23, dtype=np.int64)}
+    make = train_input(arrays, micro_batch=4, seed=9)
+
+    def batches(context, start, count):
+        return [b["x"].numpy().tolist() for b in make(context, start).take(count)]
+
+    whole = batches(None, 0, 30)
+    assert sorted(sum(whole[:6], [])[:23]) == list(range(23))  # an epoch is a permutation
+    assert batches(None, 11, 19) == whole[11:]
+    # Two pipelines, one replica each: pipeline p takes every other example of the same global stream.
+    flat = sum(whole, [])
+    for pipeline in (0, 1):
+        shares = batches(Context(2, pipeline, 2), 3, 4)
+        assert sum(shares, []) == flat[3 * 8 + pipeline::2][:16]
