@@ -53,6 +53,10 @@ def check_output(output: Path, model_dir: Path, overwrite: bool) -> None:
     if output.exists() and not overwrite:
         raise UserError(f"OUTPUT_DIR {output}: already exists; pass --overwrite to replace it "
                         "(the old one stays until the new export is complete) or choose another directory")
+    if output.parent.is_dir():  # a real write before the model is built
+        from data.textio import writable_directory
+
+        writable_directory(output.parent, "OUTPUT_DIR")
 
 
 def export_model(model_dir: Path, output: Path, max_seq_length: int | None = None, batch_size: int | None = None,

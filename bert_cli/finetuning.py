@@ -242,6 +242,9 @@ def check_output(output: Path, overwrite: bool) -> None:
             f"--output {output}: is not empty and holds no fine-tuning run; choose a new directory "
             "(or pass --overwrite to replace the files a run writes there)"
         )
+    from data.textio import writable_directory
+
+    writable_directory(output, "--output")  # a real write now, not after featurising
 
 
 # ----------------------------------------------------------------------------

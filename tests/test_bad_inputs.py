@@ -111,6 +111,8 @@ CASES = {
         lambda w: ["score", "squad", str(sh.write_squad_file(w / "d.json", sh.squad_examples(3, 1))),
                    str(w / "p.json")], "no such file"),
     "export: no model directory": (lambda w: ["export", str(w / "none"), str(w / "export")], "none"),
+    "export: output under /proc": (lambda w: ["export", str(sh.write_classifier(w / "m")), "/proc/export"], "/proc"),
+    "classify: output under /proc": (lambda w: _classify(w)[:4] + ["/proc/model"] + _classify(w)[5:], "/proc"),
     "convert: nothing to convert": (lambda w: ["convert", str(w / "none"), str(w / "out")], "none"),
     "predict: no target": (lambda w: ["predict", str(w / "none"), "text"], "no such directory"),
 }
