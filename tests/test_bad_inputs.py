@@ -190,3 +190,26 @@ def test_extra_columns_are_named(runner, tmp_path):
                                  "--epochs", "0.1", "--max-seq-length", "32"])
     assert result.exit_code == 0, result.output
     assert "no header row and 3 fields a row: text from column 0 and labels from column 2" in result.stderr
+
+
+def test_a_worker_stopped_by_the_file_size_limit_names_the_file(tmp_path):
+    """``ulimit -f`` stops a make-data worker mid-write: the OSError crosses the process boundary with its file."""
+    import resource
+
+    corpus = _write(tmp_path / "c.txt", "".join(f"sentence {i} of doc {i // 5} w{i % 7} w{i % 11}.\n"
+                                                + ("\n" if i % 5 == 4 else "") for i in range(4000)))
+    vocab = fh.write_vocab(tmp_path)
+    output = tmp_path / "records"
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "BERT_DEBUG")}
+    result = subprocess.run([sys.executable, "-m", "bert_cli", "make-data", str(corpus), "--vocab", str(vocab),
+                             "-o", str(output), "--workers", "1", "--dupe-factor", "5"],
+                            capture_output=True, cwd=REPO, env=env, timeout=300, preexec_fn=limit)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "File too large" in lines[0] and "ulimit -f" in lines[0], lines
+    assert str(output) in lines[0]  # the file the worker was writing
+    assert not output.exists()
