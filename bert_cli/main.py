@@ -19,6 +19,7 @@ from bert_cli.commands import (
     convert,
     corpus,
     demo,
+    evaluate,
     export,
     inspect,
     make_data,
@@ -127,6 +128,7 @@ inspect_app = typer.Typer(name="inspect", help="Look inside what the commands ma
 inspect_app.command("records")(inspect.records_command)
 app.add_typer(inspect_app)
 app.command("pretrain")(pretrain.pretrain_command)
+app.command("evaluate")(evaluate.evaluate_command)
 finetune = typer.Typer(
     name="finetune",
     help="Fine-tune a model: squad (span prediction), classify (sentences or pairs), tag (tokens).",

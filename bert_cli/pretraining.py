@@ -16,7 +16,8 @@ from bert_cli.commands.options import SCALE, argument, as_tuple, option
 from bert_cli.errors import UserError
 
 # Additive quantities per batch, summed over micro-batches, replicas and steps.
-PRETRAIN_SUMS = ("loss", "mlm_loss", "mlm_correct", "mlm_weight", "nsp_loss", "nsp_correct", "examples", "tokens")
+PRETRAIN_SUMS = ("loss", "mlm_loss_sum", "mlm_correct", "mlm_weight", "nsp_loss_sum", "nsp_correct", "examples",
+                 "tokens")
 SUMMARY_FILE = "pretrain.json"
 CURVES_FILE = "training_curves.png"
 
@@ -49,6 +50,7 @@ class PretrainTask:
     weight_decay: float = 0.01
     next_sentence: bool = True
     precision: str = "fp32"
+    bias_correction: bool = True
     sums: tuple[str, ...] = PRETRAIN_SUMS
 
     def build(self):
@@ -58,7 +60,8 @@ class PretrainTask:
 
         model = build_pretrainer(self.config, next_sentence=self.next_sentence, dtype=model_dtype(self.precision))
         optimizer = build_optimizer(
-            self.optimizer, self.learning_rate, self.train_steps, self.warmup_steps, self.weight_decay
+            self.optimizer, self.learning_rate, self.train_steps, self.warmup_steps, self.weight_decay,
+            bias_correction=self.bias_correction,
         )
         return model, with_loss_scaling(optimizer, self.precision)
 
@@ -79,29 +82,37 @@ class PretrainTask:
             "padding_mask": tf.cast(batch["input_mask"], tf.int32),
             "masked_lm_positions": tf.cast(batch["masked_lm_positions"], tf.int32),
         }
-        values = pretraining_losses(model(inputs, training=training), batch)
+        outputs = model(inputs, training=training)
+        if not self.next_sentence:  # a model with an NSP head evaluated on records without labels
+            outputs = {key: value for key, value in outputs.items() if key != "nsp_logits"}
+        values = pretraining_losses(outputs, batch)
         zero = tf.constant(0.0)
         return {
             "loss": values["loss"],
-            "mlm_loss": values["mlm_loss"],
+            "mlm_loss_sum": values["mlm_loss_sum"],
             "mlm_correct": values["mlm_correct"],
             "mlm_weight": values["mlm_weight"],
-            "nsp_loss": values.get("nsp_loss", zero),
+            "nsp_loss_sum": values.get("nsp_loss_sum", zero),
             "nsp_correct": values.get("nsp_correct", zero),
             "examples": values["examples"],
             "tokens": tf.reduce_sum(tf.cast(batch["input_mask"], tf.float32)),
         }
 
     def summarize(self, totals: dict[str, float]) -> dict[str, float]:
-        batches = max(totals.get("batches", 0.0), 1.0)
-        metrics = {
-            "loss": totals.get("loss", 0.0) / batches,
-            "mlm_loss": totals.get("mlm_loss", 0.0) / batches,
-            "mlm_accuracy": totals.get("mlm_correct", 0.0) / max(totals.get("mlm_weight", 0.0), 1.0),
-        }
+        """Metrics pooled over every prediction and example summed (not means of per-batch means).
+
+        The original's ``metric_fn`` pools the weighted MLM loss over all real
+        predictions; a mean of batch means weighs a partial last batch like a
+        full one (6.3840 vs 6.3719 measured on the same weights).
+        """
+        weight = max(totals.get("mlm_weight", 0.0), 1.0)
+        examples = max(totals.get("examples", 0.0), 1.0)
+        metrics = {"mlm_loss": totals.get("mlm_loss_sum", 0.0) / weight,
+                   "mlm_accuracy": totals.get("mlm_correct", 0.0) / weight}
         if self.next_sentence:
-            metrics["nsp_loss"] = totals.get("nsp_loss", 0.0) / batches
-            metrics["nsp_accuracy"] = totals.get("nsp_correct", 0.0) / max(totals.get("examples", 0.0), 1.0)
+            metrics["nsp_loss"] = totals.get("nsp_loss_sum", 0.0) / examples
+            metrics["nsp_accuracy"] = totals.get("nsp_correct", 0.0) / examples
+        metrics = {"loss": metrics["mlm_loss"] + metrics.get("nsp_loss", 0.0), **metrics}
         return metrics
 
 
@@ -135,6 +146,10 @@ class PretrainOptions:
     precision: str = option("fp32", help="fp32, mixed_bfloat16 or mixed_float16 (with loss scaling).", panel=_OPT)
     jit: bool = option(False, help="Compile the step with XLA.", flags=("--jit/--no-jit",), panel=_OPT)
     steps_per_execution: int = option(1, help="Steps per tf.function call (TPUs like 100+).", panel=_OPT)
+    adam_bias_correction: bool = option(
+        True, help="Adam's bias correction (Keras, tf-models, keras-hub); --no-adam-bias-correction for the "
+        "original release's AdamWeightDecayOptimizer (larger early steps).",
+        flags=("--adam-bias-correction/--no-adam-bias-correction",), panel=_OPT)
     dynamic_masking: bool = option(False, help="Re-mask every time an example is read (RoBERTa).")
     whole_word_mask: bool = option(False, help="With --dynamic-masking: mask whole words.")
     masked_lm_prob: float = option(0.15, help="With --dynamic-masking: share of tokens to predict.")
@@ -266,6 +281,8 @@ def _run_signature(options: PretrainOptions, config, vocab_sha: str) -> dict:
         "batch_size": options.batch_size,
         "accumulation_steps": options.accumulation_steps,
         "optimizer": options.optimizer,
+        # Only when asked for, so runs made before the option resume as they were.
+        **({"adam_bias_correction": False} if not options.adam_bias_correction else {}),
     }
 
 
@@ -335,6 +352,8 @@ def _check_options(options: PretrainOptions) -> None:
         raise UserError(f"--learning-rate must be positive, got {options.learning_rate}")
     if options.optimizer not in ("adamw", "lamb"):
         raise UserError(f"--optimizer {options.optimizer!r} is not known; use adamw or lamb")
+    if options.optimizer == "lamb" and not options.adam_bias_correction:
+        raise UserError("--no-adam-bias-correction is for --optimizer adamw (LAMB keeps its own correction)")
 
 
 @dataclasses.dataclass
@@ -431,6 +450,7 @@ def _task(options: PretrainOptions, inputs: PretrainInputs, distribution) -> Pre
         config=inputs.config, optimizer=options.optimizer, learning_rate=options.learning_rate,
         train_steps=options.train_steps, warmup_steps=options.warmup_steps, train_input=train_input,
         weight_decay=options.weight_decay, next_sentence=inputs.next_sentence, precision=options.precision,
+        bias_correction=options.adam_bias_correction,
     )
     if inputs.eval_records:
         task.evaluator = SumEvaluator(distribution, task.compute, task.summarize, task.sums, eval_input)
@@ -467,6 +487,7 @@ def _train(options: PretrainOptions, inputs: PretrainInputs, distribution):
     def on_resume(path: str, step: int) -> None:
         console.info(f"resuming from {path} at step {step:,} of {options.train_steps:,}")
 
+    short = {"said": False}
     with training_display(options.train_steps, 0, "pre-training") as display:
         def on_log(step, metrics):
             display.log(step, metrics)
@@ -475,6 +496,11 @@ def _train(options: PretrainOptions, inputs: PretrainInputs, distribution):
         def on_eval(step, metrics):
             display.evaluation(step, metrics)
             writers.write("eval", step, metrics)
+            if metrics.get("eval_batches", options.eval_batches) < options.eval_batches and not short["said"]:
+                short["said"] = True
+                display.note(f"--eval-batches {options.eval_batches}: the held-out records hold only "
+                             f"{metrics['eval_batches']:,} batches ({metrics['eval_examples']:,} examples); "
+                             "all of them are evaluated")
 
         try:
             result = run_loop(task, distribution, loop, options.output / "checkpoints",
@@ -532,6 +558,98 @@ def _write_outputs(options: PretrainOptions, inputs: PretrainInputs, result) -> 
         "evaluations": evaluations,
     })
     return plot_curves(history, evaluations, options.output / CURVES_FILE, f"pre-training {options.model}")
+
+
+# ----------------------------------------------------------------------------
+# `bert evaluate`: held-out pre-training metrics of any model, no training
+# ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateOptions:
+    """Everything ``bert evaluate`` was asked to do (each field declares its option)."""
+
+    model: Path = argument(help="A pre-trained model directory (bert pretrain, bert convert) or an original BERT "
+                           "checkpoint directory with its cls/ heads.")
+    inputs: tuple[str, ...] = argument(help="Record files, globs or directories (bert make-data or the original "
+                                       "script).", cli_type=List[str], parse=as_tuple)
+    batch_size: int = option(32, help="Examples per batch.")
+    eval_batches: int = option(0, help="Batches to evaluate (0: all the records).")
+
+
+@dataclasses.dataclass
+class EvaluateResult:
+    model: Path
+    records: RecordsInfo
+    metrics: dict
+    next_sentence: bool
+    seconds: float
+
+
+def run_evaluation(options: EvaluateOptions) -> EvaluateResult:
+    """Held-out MLM (and NSP) metrics of a model on records, pooled over every prediction, without training."""
+    import time
+
+    from bert_cli import console
+    from bert_cli import strategy as strategies
+    from bert_cli.model_dir import read_model_dir
+    from bert_cli.training import SumEvaluator
+    from data.pretraining_input import pretraining_dataset
+
+    started = time.perf_counter()
+    if options.batch_size < 1 or options.eval_batches < 0:
+        raise UserError("--batch-size must be at least 1 and --eval-batches 0 (all) or more")
+    source = read_model_dir(options.model, "MODEL")
+    _check_has_heads(source, options.model)
+    records = inspect_records(options.inputs)
+    _check_same_vocabulary(source, records)
+    next_sentence = records.next_sentence and bool(source.task.get("next_sentence", True))
+    distribution = strategies.resolve("default")
+    task = PretrainTask(config=source.config, optimizer="adamw", learning_rate=1.0, train_steps=1, warmup_steps=0,
+                        train_input=None, next_sentence=next_sentence)
+
+    def dataset(context):
+        data = pretraining_dataset(records.files, records.max_seq_length, records.max_predictions,
+                                   options.batch_size, training=False, next_sentence=next_sentence,
+                                   input_context=context)
+        return data.take(options.eval_batches) if options.eval_batches else data
+
+    model = _evaluation_model(source, distribution)
+    evaluator = SumEvaluator(distribution, task.compute, task.summarize, task.sums, dataset)
+    with console.count_progress("evaluating", None, "examples") as advance:
+        metrics = evaluator(model, on_batch=advance)
+    if metrics is None:
+        raise UserError(f"INPUTS: the record files hold no examples ({', '.join(records.files[:3])})")
+    return EvaluateResult(Path(options.model), records, metrics, next_sentence, time.perf_counter() - started)
+
+
+def _check_has_heads(source, path) -> None:
+    """Only a pre-trained model has the MLM head that held-out masked-LM metrics need."""
+    if source.kind != "pretraining" or not source.model_weights.is_file() or not source.task.get("masked_lm", True):
+        raise UserError(f"MODEL {path}: has no masked-LM head (task {source.kind!r}); bert evaluate needs a "
+                        "pre-trained model directory or an original checkpoint with its cls/ heads")
+
+
+def _check_same_vocabulary(source, records: RecordsInfo) -> None:
+    from data.tokenization import Vocabulary
+
+    recorded = (records.manifest or {}).get("vocab_sha256")
+    if recorded and recorded != Vocabulary.load(source.vocab_path).sha256:
+        raise UserError(f"INPUTS: the records were made with another vocabulary than {source.vocab_path}; "
+                        "make them with the model's vocab.txt (bert make-data --vocab MODEL/vocab.txt)")
+
+
+def _evaluation_model(source, distribution):
+    """The model directory's pre-training model (encoder and heads) with its weights."""
+    from models.pretraining import build_pretrainer
+
+    with distribution.strategy.scope():
+        model = build_pretrainer(source.config, next_sentence=bool(source.task.get("next_sentence", True)))
+    try:
+        model.load_weights(str(source.model_weights))
+    except (ValueError, OSError) as error:
+        raise UserError(f"MODEL {source.path}: its weights do not fit its bert_config.json ({error})") from None
+    return model
 
 
 def _initializer(path: Path, config, lowercase: bool | None = None):

@@ -68,7 +68,7 @@ def prepare_run_output(output: Path, signature: dict, overwrite: bool, names: tu
     if run_file.is_file() and not overwrite:
         previous = read_json(run_file, missing_ok=True)
         if previous != signature:
-            changed = sorted(k for k in signature if previous.get(k) != signature[k])
+            changed = sorted(k for k in signature.keys() | previous.keys() if previous.get(k) != signature.get(k))
             raise UserError(
                 f"--output {output}: holds a run with a different {', '.join(changed) or 'setup'}; "
                 "pass --overwrite to start over or choose another directory"

@@ -353,13 +353,21 @@ class SumEvaluator:
             self._functions[id(model)] = eval_batch
         return self._functions[id(model)]
 
-    def __call__(self, model) -> dict | None:
+    def __call__(self, model, on_batch: Callable[[int], None] | None = None) -> dict | None:
+        """Held-out metrics of ``model``; ``on_batch(examples)`` after each global batch (progress)."""
         eval_batch = self._function(model)
         totals: dict[str, float] = {}
         for batch in self.distribution.strategy.distribute_datasets_from_function(self.dataset):
-            for key, value in eval_batch(batch).items():
+            values = eval_batch(batch)
+            for key, value in values.items():
                 totals[key] = totals.get(key, 0.0) + float(value)
-        return self.summarize(totals) if totals else None
+            if on_batch is not None:
+                on_batch(int(values.get("examples", 0)))
+        if not totals:
+            return None
+        # How much was evaluated: fewer batches than asked when the held-out records run out.
+        return {**self.summarize(totals), "eval_batches": int(totals.get("batches", 0)),
+                "eval_examples": int(totals.get("examples", 0))}
 
 
 def consumed_per_pipeline(context, start_step: int, micro_batch: int) -> int:

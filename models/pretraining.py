@@ -117,8 +117,9 @@ def pretraining_losses(outputs: dict, labels: dict) -> dict:
     Returns:
         ``loss`` (MLM + NSP), ``mlm_loss`` (weighted mean over real predictions),
         ``mlm_accuracy``, and with NSP ``nsp_loss`` (mean) and ``nsp_accuracy``.
-        Also the raw sums (``mlm_weight``, ``mlm_correct``, ``nsp_correct``,
-        ``examples``) so metrics can be pooled exactly over many batches.
+        Also the raw sums (``mlm_weight``, ``mlm_correct``, ``mlm_loss_sum``,
+        ``nsp_correct``, ``nsp_loss_sum``, ``examples``) so metrics can be pooled
+        exactly over many batches, as the original's ``metric_fn`` does.
     """
     mlm_logits = outputs["mlm_logits"]
     mlm_ids = ops.cast(labels["masked_lm_ids"], "int32")
@@ -133,15 +134,18 @@ def pretraining_losses(outputs: dict, labels: dict) -> dict:
         "mlm_accuracy": mlm_correct / ops.maximum(weight_sum, 1.0),
         "mlm_weight": weight_sum,
         "mlm_correct": mlm_correct,
+        "mlm_loss_sum": ops.sum(per_prediction * weights),
         "examples": ops.cast(ops.shape(mlm_logits)[0], "float32"),
     }
     loss = mlm_loss
     if "nsp_logits" in outputs:
         nsp_logits = outputs["nsp_logits"]
         nsp_labels = ops.reshape(ops.cast(labels["next_sentence_labels"], "int32"), (-1,))  # [B, 1] -> [B]
-        nsp_loss = ops.mean(keras.losses.sparse_categorical_crossentropy(nsp_labels, nsp_logits, from_logits=True))
+        per_example = keras.losses.sparse_categorical_crossentropy(nsp_labels, nsp_logits, from_logits=True)  # [B]
+        nsp_loss = ops.mean(per_example)
         nsp_hits = ops.cast(ops.equal(ops.cast(ops.argmax(nsp_logits, axis=-1), "int32"), nsp_labels), "float32")
         result["nsp_loss"] = nsp_loss
+        result["nsp_loss_sum"] = ops.sum(per_example)
         result["nsp_correct"] = ops.sum(nsp_hits)
         result["nsp_accuracy"] = ops.mean(nsp_hits)
         loss = loss + nsp_loss

@@ -90,6 +90,7 @@ CASES = {
     "pretrain: unknown precision": (
         lambda w: ["pretrain", str(_records(w)), "-o", str(w / "model"), "--model", str(w / "bert_config.json"),
                    "--precision", "fp8"], "--precision"),
+    "evaluate: no model": (lambda w: ["evaluate", str(w / "none"), str(_records(w))], "none"),
     "classify: missing training file": (lambda w: _classify(w, train="none.tsv"), "no such file"),
     "classify: empty training file": (lambda w: (_write(w / "e.tsv", ""), _classify(w, train="e.tsv"))[1],
                                       "empty"),

@@ -176,3 +176,72 @@ def test_different_config_in_output_is_refused_without_overwrite(runner, corpus,
     refused = runner.invoke(app, args)
     assert refused.exit_code == 2 and "--overwrite" in refused.stderr
     assert runner.invoke(app, args + ["--overwrite"]).exit_code == 0
+
+
+def test_held_out_loss_is_pooled_over_every_prediction_and_counts_are_reported(runner, corpus, tmp_path):
+    """19 held-out examples in batches of 8 (a partial last batch): the held-out MLM loss is the weighted mean over
+    all real predictions, as the original's metric_fn computes it (checked by hand from the saved model's
+    logits), not the mean of three batch means; the batches and examples evaluated are reported."""
+    import keras
+
+    from models.config import BertConfig
+    from models.pretraining import build_pretrainer
+
+    _, config = corpus
+    held_out = write_records(tmp_path / "held.tfrecord", make_examples(19, seed=9))
+    output = tmp_path / "model"
+    result = _pretrain(runner, corpus, output, "--train-steps", "10", "--batch-size", "8",
+                       "--eval-input", str(held_out), "--eval-batches", "50")
+    assert result.exit_code == 0, result.output
+    assert "--eval-batches 50: the held-out records hold only 3 batches (19 examples)" in result.stderr
+    evaluation = json.loads((output / "pretrain.json").read_text())["evaluation"]
+    assert (evaluation["eval_batches"], evaluation["eval_examples"]) == (3, 19)
+
+    model = build_pretrainer(BertConfig.from_json_file(config))
+    model.load_weights(str(output / "model.weights.h5"))
+    examples = make_examples(19, seed=9)
+    arrays = {k: np.array([e[k] for e in examples]) for k in examples[0]}
+    logits = keras.ops.convert_to_numpy(model({
+        "token_ids": arrays["input_ids"].astype("int32"), "segment_ids": arrays["segment_ids"].astype("int32"),
+        "padding_mask": arrays["input_mask"].astype("int32"),
+        "masked_lm_positions": arrays["masked_lm_positions"].astype("int32")}, training=False)["mlm_logits"])
+    logits = logits.astype(np.float64)
+    log_p = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
+        - logits.max(-1, keepdims=True)
+    picked = -np.take_along_axis(log_p, arrays["masked_lm_ids"][..., None], -1)[..., 0]  # [N, P]
+    weights = arrays["masked_lm_weights"]
+    pooled = float((picked * weights).sum() / weights.sum())
+    batch_means = [float((picked[i:i + 8] * weights[i:i + 8]).sum() / weights[i:i + 8].sum()) for i in (0, 8, 16)]
+    assert evaluation["mlm_loss"] == pytest.approx(pooled, rel=1e-4)
+    assert abs(np.mean(batch_means) - pooled) > 1e-4  # the two figures differ here: the test can tell them apart
+
+    # bert evaluate: the same figures from the saved model directory, without training.
+    from bert_cli.pretraining import EvaluateOptions, run_evaluation
+
+    evaluated = run_evaluation(EvaluateOptions(model=output, inputs=(str(held_out),), batch_size=8)).metrics
+    for key in ("mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy", "eval_batches", "eval_examples"):
+        assert evaluated[key] == pytest.approx(evaluation[key], rel=1e-5, abs=1e-7), key
+    shown = runner.invoke(app, ["evaluate", str(output), str(held_out), "--batch-size", "8", "--eval-batches", "2"])
+    assert shown.exit_code == 0, shown.output
+    assert "evaluation" in shown.stdout and "16 examples" in shown.stdout
+
+
+def test_original_optimizer_without_bias_correction(runner, corpus, tmp_path):
+    output = tmp_path / "model"
+    result = _pretrain(runner, corpus, output, "--train-steps", "6", "--no-adam-bias-correction")
+    assert result.exit_code == 0, result.output
+    assert json.loads((output / "run.json").read_text())["adam_bias_correction"] is False
+    assert json.loads((output / "pretrain.json").read_text())["options"]["adam_bias_correction"] is False
+    refused = _pretrain(runner, corpus, output, "--train-steps", "6")
+    assert refused.exit_code == 2 and "adam_bias_correction" in refused.stderr
+    lamb = _pretrain(runner, corpus, tmp_path / "lamb", "--optimizer", "lamb", "--no-adam-bias-correction")
+    assert lamb.exit_code == 2 and "for --optimizer adamw" in lamb.stderr
+
+
+def test_evaluate_refuses_a_model_without_masked_lm_head(runner, corpus, tmp_path):
+    import serving_helpers as sh
+    from cli_helpers import assert_one_line_error
+
+    classifier = sh.write_classifier(tmp_path / "classifier")
+    result = runner.invoke(app, ["evaluate", str(classifier), str(corpus[0] / "part-00000.tfrecord")])
+    assert_one_line_error(result, "has no masked-LM head", "'classify'")

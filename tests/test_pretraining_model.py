@@ -118,3 +118,39 @@ def test_schedule_is_warmup_then_the_original_linear_decay():
         assert float(schedule(step)) == pytest.approx(value, abs=1e-9), step
     with pytest.raises(ModelError, match="--warmup-steps"):
         WarmupLinearDecay(1e-3, train_steps=10, warmup_steps=11)
+
+
+def _original_adamw(weights, gradients, lr, weight_decay, steps, correct):
+    """google-research/bert's AdamWeightDecayOptimizer in numpy (with Adam's bias correction when ``correct``)."""
+    w, m, v = weights.astype(np.float64), np.zeros_like(weights, np.float64), np.zeros_like(weights, np.float64)
+    for t in range(1, steps + 1):
+        g = gradients[t - 1]
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g * g
+        step = lr * np.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t) if correct else lr
+        w = w - step * m / (np.sqrt(v) + 1e-6) - lr * weight_decay * w
+    return w
+
+
+@pytest.mark.parametrize("bias_correction", [True, False])
+def test_adamw_with_and_without_bias_correction_matches_the_reference(bias_correction):
+    rng = np.random.default_rng(4)
+    start = rng.normal(size=(5, 3)).astype("float32")
+    gradients = rng.normal(size=(4, 5, 3)).astype("float32") * 0.1
+    variable = keras.Variable(start, name="kernel")
+    optimizer = build_optimizer("adamw", 1e-2, train_steps=10**6, warmup_steps=0, clip_norm=None,
+                                bias_correction=bias_correction)
+    optimizer.build([variable])
+    for g in gradients:
+        optimizer.apply([keras.ops.convert_to_tensor(g)], [variable])
+    got = keras.ops.convert_to_numpy(variable)
+    # Over 4 of 10**6 scheduled steps the rate decays by 4e-6 of itself: the constant rate of the reference.
+    expected = _original_adamw(start, gradients, 1e-2, 0.01, len(gradients), bias_correction)
+    other = _original_adamw(start, gradients, 1e-2, 0.01, len(gradients), not bias_correction)
+    assert np.abs(got - expected).max() < 1e-5
+    assert np.abs(got - other).max() > 1e-3  # the two updates really differ
+
+
+def test_no_bias_correction_is_for_adamw_only():
+    with pytest.raises(ModelError, match="adamw"):
+        build_optimizer("lamb", 1e-3, train_steps=10, warmup_steps=0, bias_correction=False)

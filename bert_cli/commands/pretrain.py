@@ -40,7 +40,9 @@ def show(result, model: str) -> None:
     if result.evaluation:
         e = result.evaluation
         rows.append(("held-out", f"loss {e['loss']:.4f}, MLM acc {e['mlm_accuracy']:.2%}"
-                     + (f", NSP acc {e['nsp_accuracy']:.2%}" if "nsp_accuracy" in e else "")))
+                     + (f", NSP acc {e['nsp_accuracy']:.2%}" if "nsp_accuracy" in e else "")
+                     + (f" ({e['eval_batches']:,} batches, {e['eval_examples']:,} examples; pooled over every "
+                        "prediction)" if "eval_batches" in e else "")))
     rows.append(("time", f"{result.seconds:,.1f} s"))
     rows.append(("model directory", str(result.output)))
     if result.curves:
