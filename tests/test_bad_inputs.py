@@ -179,18 +179,18 @@ def test_extra_columns_are_named(runner, tmp_path):
     """A CoNLL file of three fields and a headerless TSV of three: the command says which columns it took."""
     fh.write_vocab(tmp_path)
     fh.write_config(tmp_path)
+
+    def finetune(task: str, train: Path) -> str:
+        result = runner.invoke(app, ["finetune", task, str(train), "-o", str(tmp_path / task), "--model",
+                                     str(tmp_path / "bert_config.json"), "--vocab", str(tmp_path / "vocab.txt"),
+                                     "--epochs", "0.1", "--max-seq-length", "32"])
+        assert result.exit_code == 0, result.output
+        return result.stderr
+
     conll = _write(tmp_path / "t.conll", "".join(f"Ann B-PER x{i}\nruns O y{i}\n\n" for i in range(8)))
-    result = runner.invoke(app, ["finetune", "tag", str(conll), "-o", str(tmp_path / "tagger"), "--model",
-                                 str(tmp_path / "bert_config.json"), "--vocab", str(tmp_path / "vocab.txt"),
-                                 "--epochs", "0.1", "--max-seq-length", "32"])
-    assert result.exit_code == 0, result.output
-    assert "rows have 3 fields; tokens from column 0, tags from column 2 (e.g. 'x0')" in result.stderr
+    assert "rows have 3 fields; tokens from column 0, tags from column 2 (e.g. 'x0')" in finetune("tag", conll)
     tsv = _write(tmp_path / "t.tsv", "".join(f"id{i}\tgreat w{i}\t{'pos' if i % 2 else 'neg'}\n" for i in range(8)))
-    result = runner.invoke(app, ["finetune", "classify", str(tsv), "-o", str(tmp_path / "classifier"), "--model",
-                                 str(tmp_path / "bert_config.json"), "--vocab", str(tmp_path / "vocab.txt"),
-                                 "--epochs", "0.1", "--max-seq-length", "32"])
-    assert result.exit_code == 0, result.output
-    assert "no header row and 3 fields a row: text from column 0 and labels from column 2" in result.stderr
+    assert "no header row and 3 fields a row: text from column 0 and labels from column 2" in finetune("classify", tsv)
 
 
 def test_a_worker_stopped_by_the_file_size_limit_names_the_file(tmp_path):
