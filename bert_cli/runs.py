@@ -1,4 +1,4 @@
-"""Run plumbing shared by pre-training and fine-tuning: output directory, JSON files, logs, seeds, precision.
+"""Run plumbing shared by pre-training and fine-tuning: output directory, JSON files, logs, precision, failures.
 
 Both runners (``bert pretrain``, ``bert finetune ...``) and the demo use these
 helpers, so a run directory is prepared, resumed, logged and summarised the
