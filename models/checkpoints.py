@@ -45,6 +45,7 @@ import tensorflow as tf
 
 from models.config import BertConfig
 from models.errors import ModelError
+from models.pretraining import keras_variables
 
 # The file name prefix of every released checkpoint.
 CHECKPOINT_NAME = "bert_model.ckpt"
@@ -133,26 +134,6 @@ def variable_mappings(config: BertConfig) -> list[VariableMapping]:
     add("cls/seq_relationship/output_weights", "next_sentence_head/kernel", (2, H), NEXT_SENTENCE, transposed=True)
     add("cls/seq_relationship/output_bias", "next_sentence_head/bias", (2,), NEXT_SENTENCE)
     return table
-
-
-def keras_variables(backbone, pretrainer=None) -> dict[str, object]:
-    """Our variables by path relative to their owning layer (the names :func:`variable_mappings` uses).
-
-    Args:
-        backbone: A keras-hub ``BertBackbone``.
-        pretrainer: Its :class:`models.pretraining.BertPretrainer`, for the MLM and NSP heads.
-    """
-    owners = list(backbone.layers)
-    if pretrainer is not None:
-        owners += [head for head in (pretrainer.masked_lm_head, pretrainer.next_sentence_head) if head is not None]
-    found = {}
-    for layer in owners:
-        for variable in layer.weights:
-            parts = variable.path.split("/")
-            # The MLM head also lists the tied word embedding, which belongs to the backbone.
-            if layer.name in parts:
-                found["/".join(parts[parts.index(layer.name):])] = variable
-    return found
 
 
 def lowercase_from_name(path: str | Path) -> bool | None:

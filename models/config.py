@@ -31,7 +31,10 @@ _IGNORED_RELEASE_FIELDS = frozenset(
         "pooler_type",
     }
 )
-_ACTIVATIONS = ("gelu", "gelu_new", "relu", "tanh", "swish", "silu")
+# "gelu" is the original's: the tanh approximation (its modeling.py); "gelu_new" is
+# Hugging Face's name for the same function. "gelu_exact" is the erf form, which
+# Hugging Face configs call "gelu" (bert convert translates the names both ways).
+_ACTIVATIONS = ("gelu", "gelu_new", "gelu_exact", "relu", "tanh", "swish", "silu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +47,8 @@ class BertConfig:
         num_hidden_layers: L, the number of Transformer blocks.
         num_attention_heads: A; H must be divisible by A.
         intermediate_size: Width of the feed-forward layer, 4H in every release.
-        hidden_act: Feed-forward activation. The original's "gelu" is the tanh approximation.
+        hidden_act: Feed-forward (and MLM transform) activation. The original's "gelu" is
+            the tanh approximation; "gelu_exact" is the erf form Hugging Face calls "gelu".
         hidden_dropout_prob: Dropout on embeddings and every sub-layer output.
         attention_probs_dropout_prob: Dropout on attention probabilities.
         max_position_embeddings: Longest sequence the position table covers (512).

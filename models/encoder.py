@@ -3,9 +3,12 @@
 keras-hub's backbone is the original architecture (post-LayerNorm Transformer,
 tanh-approximated GELU, LayerNorm epsilon 1e-12, learned positions, a tanh
 pooler on [CLS]), so we build on it rather than write our own. Two differences
-from the original config format are checked here instead of silently ignored:
+from the original config format are handled here instead of silently ignored:
 keras-hub uses one dropout rate for hidden states and attention
-probabilities, and only the GELU activation.
+probabilities (a config with two is refused), and it always builds the
+tanh-approximated GELU; other ``hidden_act`` values (the exact erf GELU of
+Hugging Face checkpoints, ReLU, ...) are set on each layer's feed-forward
+dense layer after building (:func:`activation`).
 """
 
 from __future__ import annotations
@@ -31,11 +34,6 @@ def build_encoder(config: BertConfig, dtype: str | None = None) -> keras_hub.mod
         config: The model's shape (``bert_config.json``).
         dtype: A Keras dtype policy name, e.g. ``"mixed_bfloat16"``; None for the global policy.
     """
-    if config.hidden_act != "gelu":
-        raise ModelError(
-            f"config: hidden_act {config.hidden_act!r} is not supported by the encoder; "
-            "BERT uses 'gelu' (tanh approximation)"
-        )
     if config.attention_probs_dropout_prob != config.hidden_dropout_prob:
         raise ModelError(
             "config: attention_probs_dropout_prob and hidden_dropout_prob differ "
@@ -55,7 +53,41 @@ def build_encoder(config: BertConfig, dtype: str | None = None) -> keras_hub.mod
         name="bert",
     )
     _reinitialize(backbone, config.initializer_range)
+    if config.hidden_act not in _TANH_GELU:
+        function = activation(config.hidden_act)
+        for index in range(config.num_hidden_layers):
+            # The layer calls this Dense (and so its activation) on every forward pass.
+            backbone.get_layer(f"transformer_layer_{index}")._feedforward_intermediate_dense.activation = function
     return backbone
+
+
+# The names of the original's tanh-approximated GELU (ours and Hugging Face's).
+_TANH_GELU = ("gelu", "gelu_new")
+
+
+def activation(name: str):
+    """The function a ``hidden_act`` value names (see :class:`models.config.BertConfig`).
+
+    "gelu" and "gelu_new" are the tanh approximation the original uses; "gelu_exact" is
+    ``0.5 x (1 + erf(x / sqrt 2))``. The same function is used by the MLM head's transform.
+    """
+    if name in _TANH_GELU:
+        return _gelu_tanh
+    if name == "gelu_exact":
+        return _gelu_exact
+    if name in ("relu", "tanh"):
+        return keras.activations.get(name)
+    if name in ("swish", "silu"):
+        return keras.activations.silu
+    raise ModelError(f"config: hidden_act {name!r} is not supported")
+
+
+def _gelu_tanh(x):
+    return keras.activations.gelu(x, approximate=True)
+
+
+def _gelu_exact(x):
+    return keras.activations.gelu(x, approximate=False)
 
 
 def _reinitialize(backbone: keras.Model, stddev: float) -> None:

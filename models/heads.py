@@ -53,6 +53,11 @@ class TaskHead(keras.layers.Layer):
         self._dense.build(input_shape)
         self.built = True
 
+    @property
+    def dense(self) -> keras.layers.Dense:
+        """The output layer (kernel [H, units]): what checkpoint converters read and write."""
+        return self._dense
+
     def call(self, inputs, training=False):
         return ops.cast(self._dense(self._dropout(inputs, training=training)), "float32")
 

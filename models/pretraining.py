@@ -21,15 +21,11 @@ import keras_hub
 from keras import ops
 
 from models.config import BertConfig
-from models.encoder import build_encoder
+from models.encoder import activation, build_encoder
 
 # Original: the MLM loss divides by sum(weights) + 1e-5 so a batch with no
 # predictions gives 0, not NaN.
 _MLM_DENOMINATOR_EPSILON = 1e-5
-
-
-def _gelu_tanh(x):
-    return keras.activations.gelu(x, approximate=True)
 
 
 class BertPretrainer(keras.Model):
@@ -39,6 +35,8 @@ class BertPretrainer(keras.Model):
         backbone: A ``keras_hub.models.BertBackbone`` (see :func:`models.encoder.build_encoder`).
         initializer_range: Std-dev of the heads' truncated-normal initializer.
         next_sentence: Build the NSP head (False for RoBERTa-style ``--no-nsp``).
+        hidden_act: The config's activation, which the MLM transform uses too (as in the
+            original and in Hugging Face's ``BertPredictionHeadTransform``).
 
     Call with a dict of ``token_ids``, ``segment_ids``, ``padding_mask`` ([B, T]
     int32) and ``masked_lm_positions`` ([B, P] int32); returns
@@ -49,15 +47,17 @@ class BertPretrainer(keras.Model):
         >>> model = BertPretrainer(build_encoder(BertConfig.from_preset("tiny", vocab_size=100)))
     """
 
-    def __init__(self, backbone, initializer_range: float = 0.02, next_sentence: bool = True, **kwargs):
+    def __init__(self, backbone, initializer_range: float = 0.02, next_sentence: bool = True,
+                 hidden_act: str = "gelu", **kwargs):
         super().__init__(**kwargs)
         self.backbone = backbone
         self.initializer_range = initializer_range
         self.next_sentence = next_sentence
+        self.hidden_act = hidden_act
         initializer = keras.initializers.TruncatedNormal(stddev=initializer_range)
         self.masked_lm_head = keras_hub.layers.MaskedLMHead(
             token_embedding=backbone.token_embedding,
-            intermediate_activation=_gelu_tanh,
+            intermediate_activation=activation(hidden_act),
             layer_norm_epsilon=1e-12,
             kernel_initializer=initializer,
             dtype=backbone.dtype_policy,
@@ -88,12 +88,14 @@ class BertPretrainer(keras.Model):
             **super().get_config(),
             "initializer_range": self.initializer_range,
             "next_sentence": self.next_sentence,
+            "hidden_act": self.hidden_act,
         }
 
 
 def build_pretrainer(config: BertConfig, next_sentence: bool = True, dtype: str | None = None) -> BertPretrainer:
     """A freshly initialised pre-training model of the config's shape, with its variables built."""
-    model = BertPretrainer(build_encoder(config, dtype=dtype), config.initializer_range, next_sentence)
+    model = BertPretrainer(build_encoder(config, dtype=dtype), config.initializer_range, next_sentence,
+                           config.hidden_act)
     # Build the heads' variables now (one tiny forward pass) so weights can be
     # loaded and optimizers created before the first real batch.
     dummy = {
@@ -104,6 +106,26 @@ def build_pretrainer(config: BertConfig, next_sentence: bool = True, dtype: str 
     }
     model(dummy)
     return model
+
+
+def keras_variables(backbone, pretrainer=None) -> dict[str, object]:
+    """Our variables by path relative to their owning layer (the names checkpoint tables use).
+
+    Args:
+        backbone: A keras-hub ``BertBackbone``.
+        pretrainer: Its :class:`models.pretraining.BertPretrainer`, for the MLM and NSP heads.
+    """
+    owners = list(backbone.layers)
+    if pretrainer is not None:
+        owners += [head for head in (pretrainer.masked_lm_head, pretrainer.next_sentence_head) if head is not None]
+    found = {}
+    for layer in owners:
+        for variable in layer.weights:
+            parts = variable.path.split("/")
+            # The MLM head also lists the tied word embedding, which belongs to the backbone.
+            if layer.name in parts:
+                found["/".join(parts[parts.index(layer.name):])] = variable
+    return found
 
 
 def pretraining_losses(outputs: dict, labels: dict) -> dict:
