@@ -11,6 +11,9 @@ float32) with the BERT-Base uncased vocabulary, then times, median of
   model, assign, write ``encoder.weights.h5`` + ``model.weights.h5``);
 * model directory -> original layout (``bert convert`` back);
 * reading the original directory as ``--init`` (the on-the-fly conversion);
+* model directory -> Hugging Face directory (``--format huggingface``,
+  ``BertForPreTraining`` in ``model.safetensors``) and that directory back to a
+  model directory, and the safetensors part alone (read, check, upcast, assign);
 
 and, to show where the time goes, the checkpoint part alone (read, check,
 reshape, assign into a built model), building the Keras model alone (keras
@@ -70,6 +73,24 @@ def median(run, repeats: int) -> float:
     return statistics.median(times)
 
 
+def huggingface_rows(work: Path, ours: Path, model, repeats: int) -> list[tuple[str, float]]:
+    """Timings of the Hugging Face directions on the same weights."""
+    from bert_cli.conversion import convert
+    from bert_cli.huggingface import resolve_huggingface
+    from models.huggingface import assign_from_hf
+    from models.pretraining import keras_variables
+
+    hf, back = work / "hf", work / "from_hf"
+    rows = [("bert convert model dir -> Hugging Face",
+             median(lambda: convert(ours, hf, overwrite=True, to_format="huggingface"), repeats))]
+    variables = keras_variables(model.backbone, model)
+    rows.append(("read + check + assign the safetensors",
+                 median(lambda: assign_from_hf(resolve_huggingface(hf, "FROM").checkpoint, variables), repeats)))
+    rows.append(("bert convert Hugging Face -> model dir",
+                 median(lambda: convert(hf, back, overwrite=True), repeats)))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layers", type=int, default=12)
@@ -114,6 +135,7 @@ def main() -> None:
                      median(lambda: convert(ours, exported, overwrite=True), args.repeats)))
         rows.append(("--init ORIGINAL_DIR (on the fly)",
                      median(lambda: read_model_dir(original, "--init"), args.repeats)))
+        rows += huggingface_rows(work, ours, model, args.repeats)
         for label, seconds in rows:
             print(f"{label:<46} {seconds:6.2f} s")
         print(f"(median of {args.repeats}; {os.cpu_count()} CPUs visible)")

@@ -1,15 +1,18 @@
 """``bert convert`` and the on-the-fly reading of original checkpoints and keras-hub presets.
 
-Three kinds of directory hold a BERT model (see :func:`bert_cli.model_dir.source_kind`):
+Four kinds of directory hold a BERT model (see :func:`bert_cli.model_dir.source_kind`):
 
 * an original google-research/bert checkpoint directory: ``bert_model.ckpt.*``
   (TF1 variable names), ``bert_config.json``, ``vocab.txt``;
+* a Hugging Face Transformers directory (``config.json``, ``model.safetensors``,
+  ``vocab.txt``; read and written by :mod:`bert_cli.huggingface`);
 * a keras-hub preset (``BertBackbone.save_to_preset`` and the tokenizer's);
 * a model directory of ours.
 
-``bert convert`` turns the first two into the third, and the third into the
-first. ``--init`` / ``--init-checkpoint`` take any of them: the others are
-converted into a scratch directory that lives as long as the process.
+``bert convert`` turns the first three into the fourth, and the fourth into the
+first or the second (``--format``). ``--init`` / ``--init-checkpoint`` take any
+of them: the others are converted into a scratch directory that lives as long
+as the process.
 
 Casing: the original cannot tell from a checkpoint whether its text was
 lower-cased, so its ``validate_case_matches_checkpoint`` reads the release's
@@ -176,7 +179,7 @@ def build_from_original(source: OriginalSource, on_variable=None):
     return backbone, pretrainer
 
 
-def _scratch_directory() -> Path:
+def scratch_directory() -> Path:
     path = Path(tempfile.mkdtemp(prefix="bert-converted-"))
     atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
@@ -190,7 +193,7 @@ def open_original(path: str | Path, option: str = "--init") -> ModelDir:
     _warn_unknown(source.checkpoint)
     console.info(f"converting the original checkpoint {source.checkpoint.prefix} ({_case(source.lowercase)})")
     backbone, pretrainer = build_from_original(source)
-    scratch = _scratch_directory()
+    scratch = scratch_directory()
     write_model_dir(scratch, source.config, source.vocab_path, backbone, pretrainer, source.task)
     return ModelDir(path=Path(path), config=source.config, vocab_path=source.vocab_path, task=source.task,
                     weights_path=scratch)
@@ -249,7 +252,7 @@ def open_preset(path: str | Path, option: str = "--init") -> ModelDir:
     lowercase = tokenizer.get("config", {}).get("lowercase")
     if lowercase is None:
         lowercase = resolve_lowercase(vocab, None)
-    scratch = _scratch_directory()
+    scratch = scratch_directory()
     try:
         (scratch / ENCODER_WEIGHTS).symlink_to((path / MODEL_WEIGHTS).resolve())
     except OSError:
@@ -291,12 +294,13 @@ class ConversionResult:
     unknown: tuple[str, ...] = ()
     training_state: int = 0
     left_out: str | None = None
+    upcast: str | None = None
     seconds: float = 0.0
     files: list[str] = dataclasses.field(default_factory=list)
 
 
 @contextlib.contextmanager
-def _atomic_directory(target: Path, overwrite: bool) -> Iterator[Path]:
+def atomic_directory(target: Path, overwrite: bool) -> Iterator[Path]:
     """Yields a temporary directory beside ``target`` that becomes ``target`` only when the block succeeds."""
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
@@ -336,35 +340,36 @@ def convert(
     vocab_path: Path | None = None,
     lowercase: bool | None = None,
     overwrite: bool = False,
+    to_format: str = "original",
 ) -> ConversionResult:
     """Runs ``bert convert FROM TO``; the direction follows from what FROM holds.
 
     * original checkpoint -> model directory (``task.json`` task "pretraining",
       MLM and NSP heads in ``model.weights.h5`` when the checkpoint has them);
+    * Hugging Face Transformers directory -> model directory (see bert_cli.huggingface);
     * keras-hub preset -> model directory (encoder only);
-    * model directory -> original layout: ``bert_model.ckpt.{index,data-00000-of-00001}``,
-      ``checkpoint``, ``bert_config.json``, ``vocab.txt``.
+    * model directory -> the original layout (``to_format`` "original"):
+      ``bert_model.ckpt.{index,data-00000-of-00001}``, ``checkpoint``,
+      ``bert_config.json``, ``vocab.txt``; or a Transformers directory ("huggingface").
 
     TO is written under a temporary name and renamed when complete.
     """
     source, target = Path(source), Path(target)
     started = time.perf_counter()
-    kind = source_kind(source)
-    if kind is None:
-        if not source.exists():
-            raise UserError(f"FROM {source}: no such file or directory")
-        raise UserError(
-            f"FROM {source}: is neither an original BERT checkpoint directory (bert_model.ckpt.*, bert_config.json, "
-            "vocab.txt), a model directory of ours (bert pretrain, bert finetune), nor a keras-hub preset"
-        )
-    if kind != "original" and (config_path or vocab_path):
-        raise UserError("--config and --vocab are for an original checkpoint kept without its bert_config.json or "
-                        f"vocab.txt; FROM {source} is a {'model directory' if kind == 'model' else 'keras-hub preset'}")
+    kind = _source_kind(source, config_path, vocab_path, to_format)
     _check_target(source, target, overwrite)
     if kind == "original":
         result = _original_to_model(source, target, config_path, vocab_path, lowercase, overwrite)
+    elif kind == "huggingface":
+        from bert_cli.huggingface import huggingface_to_model
+
+        result = huggingface_to_model(source, target, lowercase, overwrite)
     elif kind == "preset":
         result = _preset_to_model(source, target, lowercase, overwrite)
+    elif to_format == "huggingface":
+        from bert_cli.huggingface import model_to_huggingface
+
+        result = model_to_huggingface(source, target, lowercase, overwrite)
     else:
         result = _model_to_original(source, target, lowercase, overwrite)
     result.seconds = time.perf_counter() - started
@@ -372,7 +377,30 @@ def convert(
     return result
 
 
-def _parameters(weights) -> int:
+_KIND_NAMES = {"model": "model directory", "preset": "keras-hub preset", "huggingface": "Hugging Face directory",
+               "original": "original checkpoint"}
+
+
+def _source_kind(source: Path, config_path, vocab_path, to_format: str) -> str:
+    kind = source_kind(source)
+    if kind is None:
+        if not source.exists():
+            raise UserError(f"FROM {source}: no such file or directory")
+        raise UserError(
+            f"FROM {source}: is neither an original BERT checkpoint directory (bert_model.ckpt.*, bert_config.json, "
+            "vocab.txt), a Hugging Face directory (config.json, model.safetensors, vocab.txt), a model directory of "
+            "ours (bert pretrain, bert finetune), nor a keras-hub preset"
+        )
+    if kind != "original" and (config_path or vocab_path):
+        raise UserError("--config and --vocab are for an original checkpoint kept without its bert_config.json or "
+                        f"vocab.txt; FROM {source} is a {_KIND_NAMES[kind]}")
+    if kind != "model" and to_format != "original":
+        raise UserError(f"--format {to_format} chooses what a model directory of ours becomes; FROM {source} is a "
+                        f"{_KIND_NAMES[kind]}, which becomes a model directory (convert that one again)")
+    return kind
+
+
+def parameter_count(weights) -> int:
     return int(sum(int(w.numpy().size) for w in weights))
 
 
@@ -385,15 +413,15 @@ def _original_to_model(source, target, config_path, vocab_path, lowercase, overw
     mappings = checkpoint.mappings
     with console.count_progress("converting", len(mappings), unit="variables") as advance:
         backbone, pretrainer = build_from_original(original, on_variable=lambda _: advance(1))
-    with _atomic_directory(target, overwrite) as scratch:
+    with atomic_directory(target, overwrite) as scratch:
         write_model_dir(scratch, original.config, original.vocab_path, backbone, pretrainer, original.task)
     parts = ["encoder"] + (["masked LM head"] if checkpoint.masked_lm else []) + \
             (["next-sentence head"] if checkpoint.next_sentence else [])
     return ConversionResult(
         source=Path(checkpoint.prefix), output=target, direction="original checkpoint → model directory",
         config=original.config, parts=parts, variables=len(mappings),
-        parameters=_parameters(pretrainer.weights if pretrainer else backbone.weights), lowercase=original.lowercase,
-        unknown=checkpoint.unknown, training_state=checkpoint.training_state,
+        parameters=parameter_count(pretrainer.weights if pretrainer else backbone.weights),
+        lowercase=original.lowercase, unknown=checkpoint.unknown, training_state=checkpoint.training_state,
     )
 
 
@@ -405,23 +433,20 @@ def _preset_to_model(source, target, lowercase, overwrite) -> ConversionResult:
         raise UserError(f"--{'lowercase' if lowercase else 'cased'} contradicts FROM {source}, whose tokenizer is "
                         f"{_case(preset.lowercase)}")
     encoder = load_encoder(preset)
-    with _atomic_directory(target, overwrite) as scratch:
+    with atomic_directory(target, overwrite) as scratch:
         write_model_dir(scratch, preset.config, preset.vocab_path, encoder, None, preset.task)
     return ConversionResult(
         source=source, output=target, direction="keras-hub preset → model directory", config=preset.config,
-        parts=["encoder"], variables=len(encoder.weights), parameters=_parameters(encoder.weights),
+        parts=["encoder"], variables=len(encoder.weights), parameters=parameter_count(encoder.weights),
         lowercase=preset.lowercase,
     )
 
 
-def _model_to_original(source, target, lowercase, overwrite) -> ConversionResult:
-    from bert_cli import console
-    from bert_cli.model_dir import load_encoder
+def model_casing(model_dir: ModelDir, lowercase: bool | None, source: Path, target: Path) -> bool:
+    """The casing of a model directory being written for other tools, checked against ``--lowercase`` and TO's name."""
     from data.tokenization import Vocabulary, resolve_lowercase
-    from models.checkpoints import CHECKPOINT_NAME, lowercase_from_name, original_weights, write_checkpoint
-    from models.pretraining import build_pretrainer
+    from models.checkpoints import lowercase_from_name
 
-    model_dir = read_model_dir(source, "FROM")
     casing = model_dir.lowercase
     if casing is not None and lowercase is not None and casing != lowercase:
         raise UserError(f"--{'lowercase' if lowercase else 'cased'} contradicts FROM {source}, which was trained "
@@ -434,6 +459,17 @@ def _model_to_original(source, target, lowercase, overwrite) -> ConversionResult
         # read the casing from the directory name.
         raise UserError(f"TO {target}: the name says {_case(named)} but the model is {_case(casing)}; tools that read "
                         "the casing from the name would tokenize wrongly: choose another name")
+    return casing
+
+
+def _model_to_original(source, target, lowercase, overwrite) -> ConversionResult:
+    from bert_cli import console
+    from bert_cli.model_dir import load_encoder
+    from models.checkpoints import CHECKPOINT_NAME, original_weights, write_checkpoint
+    from models.pretraining import build_pretrainer
+
+    model_dir = read_model_dir(source, "FROM")
+    casing = model_casing(model_dir, lowercase, source, target)
 
     pretrainer = None
     left_out = None
@@ -451,7 +487,7 @@ def _model_to_original(source, target, lowercase, overwrite) -> ConversionResult
             left_out = f"the fine-tuned {model_dir.kind} head (the original layout has no agreed name for it)"
             console.warning(f"FROM {source}: writing the encoder only; {left_out} is left out")
     weights = original_weights(model_dir.config, backbone, pretrainer)
-    with _atomic_directory(target, overwrite) as scratch:
+    with atomic_directory(target, overwrite) as scratch:
         write_checkpoint(weights, scratch / CHECKPOINT_NAME)
         # The state file tf.train.latest_checkpoint reads; the released directories
         # lack it, tools that look for it find it.

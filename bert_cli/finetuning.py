@@ -101,7 +101,8 @@ class FinetuneOptions:
 
     output: Path = option(help="Model directory to write (weights, task.json, predictions, curves).",
                           flags=("--output", "-o"))
-    init: Path | None = option(None, help="Model directory to start from (bert pretrain / bert convert).",
+    init: Path | None = option(None, help="Model to start from: a model directory (bert pretrain / bert convert), "
+                               "an original BERT checkpoint or a Hugging Face directory.",
                                panel=START)
     model: str | None = option(None, help="Random-init baseline: a preset (tiny, mini, base, L-4_H-256, ...) or "
                                "bert_config.json; needs --vocab.", panel=START)

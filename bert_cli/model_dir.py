@@ -21,6 +21,8 @@ convert FROM``), two other kinds of directory are accepted too, and
                (converted on the fly into a scratch directory, see bert_cli.conversion)
     preset     keras-hub's BertBackbone.save_to_preset (+ the tokenizer's):
                config.json, model.weights.h5, assets/tokenizer/vocabulary.txt
+    huggingface  Hugging Face Transformers: config.json, model.safetensors (or shards), vocab.txt
+               (converted on the fly, see bert_cli.huggingface)
 """
 
 from __future__ import annotations
@@ -70,10 +72,12 @@ class ModelDir:
 
 
 def source_kind(path: str | Path) -> str | None:
-    """What a directory that should hold a model holds: "model", "original", "preset" or None.
+    """What a directory that should hold a model holds: "model", "original", "preset", "huggingface" or None.
 
     Decided by file names alone (no TensorFlow): our ``encoder.weights.h5``; a
-    keras-hub preset's ``config.json`` + ``model.weights.h5``; an original
+    keras-hub preset's ``config.json`` + ``model.weights.h5``; a Transformers
+    ``config.json`` + a weight file of theirs (``model.safetensors``, and also
+    the pickles it will refuse, so the refusal is clear); an original
     checkpoint's ``*.index`` (or a checkpoint prefix such as
     ``.../model.ckpt-100000`` given directly).
     """
@@ -83,6 +87,10 @@ def source_kind(path: str | Path) -> str | None:
             return "model"
         if (path / "config.json").is_file() and (path / MODEL_WEIGHTS).is_file():
             return "preset"
+        from bert_cli.huggingface import is_huggingface
+
+        if is_huggingface(path):
+            return "huggingface"
         if any(path.glob("*.index")):
             return "original"
         return None
@@ -95,10 +103,12 @@ def read_model_dir(path: str | Path, option: str = "--init") -> ModelDir:
 
     path = Path(path)
     kind = source_kind(path)
-    if kind in ("original", "preset"):
+    if kind in ("original", "preset", "huggingface"):
         from bert_cli.conversion import open_original, open_preset
+        from bert_cli.huggingface import open_huggingface
 
-        return open_original(path, option) if kind == "original" else open_preset(path, option)
+        opener = {"original": open_original, "preset": open_preset, "huggingface": open_huggingface}[kind]
+        return opener(path, option)
     if not path.is_dir():
         raise UserError(f"{option} {path}: no such model directory")
     missing = [name for name in (CONFIG_FILE, VOCAB_FILE, ENCODER_WEIGHTS) if not (path / name).is_file()]
@@ -106,7 +116,8 @@ def read_model_dir(path: str | Path, option: str = "--init") -> ModelDir:
         raise UserError(
             f"{option} {path}: not a model directory (missing {', '.join(missing)}); "
             "make one with bert pretrain, bert finetune or bert convert, or give an original BERT checkpoint "
-            "directory (bert_model.ckpt.*, bert_config.json, vocab.txt) or a keras-hub preset directory"
+            "directory (bert_model.ckpt.*, bert_config.json, vocab.txt), a Hugging Face directory (config.json, "
+            "model.safetensors, vocab.txt) or a keras-hub preset directory"
         )
     config = BertConfig.from_json_file(path / CONFIG_FILE)
     task = {}

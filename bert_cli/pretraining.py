@@ -133,8 +133,8 @@ class PretrainOptions:
         cli_type=List[str], parse=as_tuple)
     output: Path = option(help="Model directory to write (checkpoints, weights, logs, curves).",
                           flags=("--output", "-o"))
-    model: str = option("base", help="Preset (tiny, mini, small, medium, base, large, L-4_H-256, ...) or a "
-                        "bert_config.json.")
+    model: str = option("base", help="Preset (tiny, mini, small, medium, base, large, L-4_H-256, ...), a "
+                        "bert_config.json, or the directory of --init-checkpoint.")
     vocab: Path | None = option(None, help="vocab.txt; default: the one named in the records' manifest.")
     batch_size: int = option(32, help="Global batch size (all replicas together).")
     train_steps: int = option(100_000, help="Optimizer updates in the whole run.", panel=_OPT)
@@ -165,7 +165,7 @@ class PretrainOptions:
     eval_batches: int = option(100, help="Batches of held-out records per evaluation.", panel=_RUN)
     init_checkpoint: Path | None = option(
         None, help="Start from these weights with a fresh optimizer: a model directory, an original BERT "
-        "checkpoint directory or a keras-hub preset.")
+        "checkpoint directory, a Hugging Face directory or a keras-hub preset.")
     seed: int = option(12345, help="Random seed (initialisation, shuffling, masking).")
     overwrite: bool = option(False, help="Start over in an --output that holds another run.")
 
@@ -253,7 +253,7 @@ def _remote_record_files(patterns, option: str) -> tuple[list[str], dict | None]
 
 
 def resolve_config(model: str, vocab_size: int):
-    """A preset name or a ``bert_config.json`` path, with the vocabulary's size."""
+    """A preset name, a ``bert_config.json`` (or a directory holding one) or a Hugging Face directory's config."""
     from models.config import PRESETS, BertConfig
 
     path = Path(model)
@@ -261,8 +261,8 @@ def resolve_config(model: str, vocab_size: int):
         return BertConfig.from_preset(model, vocab_size=vocab_size)
     if path.is_dir() and (path / "bert_config.json").is_file():
         path = path / "bert_config.json"
-    if path.is_file():
-        config = BertConfig.from_json_file(path)
+    if path.is_file() or (path / "config.json").is_file():
+        config = BertConfig.from_json_file(path) if path.is_file() else _huggingface_config(path / "config.json")
         if config.vocab_size != vocab_size:
             raise UserError(
                 f"--model {model}: vocab_size {config.vocab_size} differs from the vocabulary's {vocab_size} entries"
@@ -270,6 +270,13 @@ def resolve_config(model: str, vocab_size: int):
         return config
     raise UserError(f"--model {model}: neither a preset (tiny, mini, small, medium, base, large, L-4_H-256, ...) "
                     "nor a bert_config.json")
+
+
+def _huggingface_config(path: Path):
+    from bert_cli.huggingface import _read_json
+    from models.huggingface import config_from_hf
+
+    return config_from_hf(_read_json(path), f"--model {path}")[0]
 
 
 def _run_signature(options: PretrainOptions, config, vocab_sha: str) -> dict:
@@ -664,7 +671,8 @@ def _initializer(path: Path, config, lowercase: bool | None = None):
 
     source = read_model_dir(path, "--init-checkpoint")
     if source.config != config:
-        raise UserError(f"--init-checkpoint {path}: its bert_config.json differs from --model's config")
+        raise UserError(f"--init-checkpoint {path}: its config differs from --model's; pass --model {path} to "
+                        "continue with its shape")
     if lowercase is not None and source.lowercase is not None and lowercase != source.lowercase:
         cases = {True: "uncased (lower-cased)", False: "cased"}
         raise UserError(f"--init-checkpoint {path}: was trained {cases[source.lowercase]} but the records were made "

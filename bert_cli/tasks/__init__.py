@@ -30,8 +30,9 @@ PARTS = {
     "Recipe": type, "report": callable,
     # a fine-tuned model directory: its keras model from task.json, the shortest usable --max-seq-length
     "build_model": callable, "min_seq_length": callable,
-    # export: the serving_default signature (inputs, serve, describe)
-    "Serving": type,
+    # export: the serving_default signature (inputs, serve, describe); bert convert --format huggingface:
+    # the Transformers class, head tensors and config keys
+    "Serving": type, "hugging_face": callable,
     # bert predict: the fields an example needs, one result's record, the terminal table
     "WORD_LIST_INPUT": bool, "predict_fields": callable, "prediction_record": callable, "prediction_table": callable,
 }

@@ -291,6 +291,21 @@ def min_seq_length(task: dict) -> int:
     return 4 if task.get("pair") else 3
 
 
+def hugging_face(task: dict) -> dict:
+    """The Transformers class a classify model directory becomes, its head's tensors and config keys.
+
+    ``BertForSequenceClassification``: dropout and ``classifier`` [L, H] on the pooled
+    output, as our head; regression is one output and ``problem_type`` "regression".
+    """
+    from bert_cli.huggingface import label_maps
+
+    if task.get("regression"):
+        extra = {"problem_type": "regression", **label_maps(["LABEL_0"])}
+    else:
+        extra = {"problem_type": "single_label_classification", **label_maps(task.get("labels") or [])}
+    return {"architecture": "BertForSequenceClassification", "head": "classifier", "config": extra}
+
+
 # ----------------------------------------------------------------------------
 # Serving (the export's serving_default)
 # ----------------------------------------------------------------------------

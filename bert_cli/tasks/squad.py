@@ -362,6 +362,15 @@ def min_seq_length(task: dict) -> int:
     return 5
 
 
+def hugging_face(task: dict) -> dict:
+    """The Transformers class a squad model directory becomes, its head's tensors and config keys.
+
+    ``BertForQuestionAnswering``: ``qa_outputs`` [2, H] on every token's output, start
+    logits in channel 0 and end logits in channel 1, no dropout: our span head.
+    """
+    return {"architecture": "BertForQuestionAnswering", "head": "qa_outputs", "config": {}}
+
+
 # ----------------------------------------------------------------------------
 # Serving (the export's serving_default)
 # ----------------------------------------------------------------------------

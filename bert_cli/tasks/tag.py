@@ -242,6 +242,18 @@ def min_seq_length(task: dict) -> int:
     return 3
 
 
+def hugging_face(task: dict) -> dict:
+    """The Transformers class a tag model directory becomes, its head's tensors and config keys.
+
+    ``BertForTokenClassification``: dropout and ``classifier`` [L, H] on every token's
+    output, as our head (we read a word's tag at its first piece).
+    """
+    from bert_cli.huggingface import label_maps
+
+    return {"architecture": "BertForTokenClassification", "head": "classifier",
+            "config": label_maps(task.get("labels") or [])}
+
+
 # ----------------------------------------------------------------------------
 # Serving (the export's serving_default)
 # ----------------------------------------------------------------------------
