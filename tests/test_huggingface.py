@@ -780,3 +780,32 @@ def test_tokenizer_json_alone_gives_the_vocabulary_and_casing(runner, tmp_path, 
     (source / "tokenizer.json").write_text(json.dumps(tokenizer), encoding="utf-8")
     result = runner.invoke(app, ["convert", str(source), str(tmp_path / "again")])
     assert_one_line_error(result, "tokenizer.json", "ids")
+
+
+def test_pretrain_continues_from_a_hugging_face_directory(runner, tmp_path):
+    """--model HF_DIR --init-checkpoint HF_DIR: the encoder and both heads start from the file's tensors.
+
+    With a learning rate of 1e-20 one step changes no float32 weight, so the run's
+    model written back as Transformers tensors must equal the input's.
+    """
+    from bert_cli.main import app
+    from pretrain_helpers import TINY_CONFIG, VOCAB, make_examples, write_records
+
+    weights = hf_weights(TINY_CONFIG, seed=21)
+    source = write_hf(tmp_path / "hf", weights, hf_config(TINY_CONFIG), VOCAB)
+    write_records(tmp_path / "train.tfrecord", make_examples(16))
+    (tmp_path / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
+    output = tmp_path / "adapted"
+    result = runner.invoke(app, [
+        "pretrain", str(tmp_path / "train.tfrecord"), "-o", str(output), "--model", str(source),
+        "--init-checkpoint", str(source), "--vocab", str(tmp_path / "vocab.txt"), "--train-steps", "1",
+        "--warmup-steps", "0", "--learning-rate", "1e-20", "--batch-size", "4"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((output / "bert_config.json").read_text(encoding="utf-8"))["hidden_act"] == "gelu_exact"
+    exported = tmp_path / "exported"
+    result = runner.invoke(app, ["convert", str(output), str(exported), "--format", "huggingface"])
+    assert result.exit_code == 0, result.output
+    tensors, _ = read_hf(exported)
+    assert set(tensors) == set(weights)
+    for name, value in weights.items():
+        np.testing.assert_allclose(tensors[name], value.astype(np.float32), rtol=0, atol=1e-12, err_msg=name)
