@@ -185,10 +185,25 @@ def scratch_directory() -> Path:
     return path
 
 
+def electra_prefix(path: str | Path) -> str | None:
+    """The checkpoint prefix at ``path`` when it is a google-research/electra checkpoint, else None."""
+    from bert_cli.electra_conversion import is_electra_checkpoint
+    from models.electra_checkpoints import find_electra_checkpoint
+
+    prefix = find_electra_checkpoint(path)
+    return prefix if prefix and is_electra_checkpoint(prefix) else None
+
+
 def open_original(path: str | Path, option: str = "--init") -> ModelDir:
-    """An original checkpoint directory as a :class:`ModelDir`, its weights converted into a scratch directory."""
+    """An original checkpoint directory (BERT's or ELECTRA's) as a :class:`ModelDir`, converted into a scratch
+    directory."""
     from bert_cli import console
 
+    electra = electra_prefix(path)
+    if electra:
+        from bert_cli.electra_conversion import open_electra
+
+        return open_electra(path, electra, option)
     source = resolve_original(path, option)
     _warn_unknown(source.checkpoint)
     console.info(f"converting the original checkpoint {source.checkpoint.prefix} ({_case(source.lowercase)})")
@@ -350,7 +365,9 @@ def convert(
     * keras-hub preset -> model directory (encoder only);
     * model directory -> the original layout (``to_format`` "original"):
       ``bert_model.ckpt.{index,data-00000-of-00001}``, ``checkpoint``,
-      ``bert_config.json``, ``vocab.txt``; or a Transformers directory ("huggingface").
+      ``bert_config.json``, ``vocab.txt`` (an ELECTRA model: google-research/electra's
+      names, see bert_cli.electra_conversion); or a Transformers directory ("huggingface").
+    * an ELECTRA checkpoint (``electra/...`` variables) -> model directory.
 
     TO is written under a temporary name and renamed when complete.
     """
@@ -358,7 +375,12 @@ def convert(
     started = time.perf_counter()
     kind = _source_kind(source, config_path, vocab_path, to_format)
     _check_target(source, target, overwrite)
-    if kind == "original":
+    if kind == "original" and electra_prefix(source):
+        from bert_cli.electra_conversion import electra_to_model
+
+        result = electra_to_model(source, electra_prefix(source), target, config_path, vocab_path, lowercase,
+                                  overwrite)
+    elif kind == "original":
         result = _original_to_model(source, target, config_path, vocab_path, lowercase, overwrite)
     elif kind == "huggingface":
         from bert_cli.huggingface import huggingface_to_model
@@ -470,10 +492,14 @@ def _model_to_original(source, target, lowercase, overwrite) -> ConversionResult
 
     model_dir = read_model_dir(source, "FROM")
     casing = model_casing(model_dir, lowercase, source, target)
+    if model_dir.kind == "pretraining" and model_dir.objective == "electra":
+        from bert_cli.electra_conversion import model_to_electra
+
+        return model_to_electra(model_dir, source, target, casing, overwrite)
 
     pretrainer = None
     left_out = None
-    if model_dir.kind == "pretraining" and model_dir.model_weights.is_file():
+    if model_dir.has_masked_lm_heads:
         pretrainer = build_pretrainer(model_dir.config, next_sentence=model_dir.task.get("next_sentence", True))
         try:
             pretrainer.load_weights(str(model_dir.model_weights))

@@ -18,6 +18,12 @@ _FORMATS = {
     "mlm_accuracy": ("MLM acc", "{:.2%}"),
     "nsp_loss": ("NSP loss", "{:.4f}"),
     "nsp_accuracy": ("NSP acc", "{:.2%}"),
+    "sampled_accuracy": ("gen sample acc", "{:.2%}"),
+    "disc_loss": ("disc loss", "{:.4f}"),
+    "disc_accuracy": ("disc acc", "{:.2%}"),
+    "disc_precision": ("disc P", "{:.2%}"),
+    "disc_recall": ("disc R", "{:.2%}"),
+    "replaced_share": ("replaced", "{:.2%}"),
     "accuracy": ("acc", "{:.2%}"),
     "macro_f1": ("macro F1", "{:.2%}"),
     "f1": ("F1", "{:.2%}"),
@@ -58,8 +64,8 @@ class TrainingDisplay:
         self._task = task
 
     def log(self, step: int, metrics: dict) -> None:
-        line = format_metrics(metrics, ("loss", "mlm_accuracy", "nsp_accuracy", "accuracy", "examples_per_second",
-                                        "tokens_per_second"))
+        line = format_metrics(metrics, ("loss", "mlm_accuracy", "nsp_accuracy", "disc_accuracy", "accuracy",
+                                        "examples_per_second", "tokens_per_second"))
         self._progress.update(self._task, completed=step, metrics=line)
         self._progress.console.print(f"step {step:>7,}  {format_metrics(metrics)}", highlight=False)
 
@@ -109,7 +115,7 @@ def plot_curves(history: list[dict], evaluations: list[dict], path: Path, title:
     import matplotlib.pyplot as plt
 
     steps = [h["step"] for h in history]
-    loss_keys = [k for k in ("loss", "mlm_loss", "nsp_loss") if k in history[0]]
+    loss_keys = [k for k in ("loss", "mlm_loss", "nsp_loss", "disc_loss") if k in history[0]]
     accuracy_keys = [k for k in history[0] if k.endswith("accuracy")]
     # Held-out scores that training does not compute (F1, correlations) are plotted too.
     accuracy_keys += [k for k in (evaluations[0] if evaluations else {}) if k in _SCORES and k not in accuracy_keys]

@@ -224,7 +224,7 @@ def build_from_huggingface(source: HFSource, on_variable=None):
     conversion stays byte-for-byte repeatable.
     """
     from bert_cli.tasks import task_module
-    from models.encoder import build_encoder
+    from models.encoder import build_encoder, seeded_pooler
     from models.huggingface import MASKED_LM, NEXT_SENTENCE, POOLER, assign_from_hf, head_from_hf
     from models.pretraining import build_pretrainer, keras_variables
 
@@ -240,25 +240,11 @@ def build_from_huggingface(source: HFSource, on_variable=None):
         model, backbone = None, build_encoder(source.config)
         variables = keras_variables(backbone)
     if POOLER not in checkpoint.parts:
-        _seeded_pooler(backbone, source.config.initializer_range)
+        seeded_pooler(backbone, source.config.initializer_range)
     assign_from_hf(checkpoint, variables, on_variable)
     if source.head is not None:
         head_from_hf(checkpoint, source.head, model.head.dense)
     return backbone, model
-
-
-def _seeded_pooler(backbone, stddev: float) -> None:
-    import numpy as np
-
-    dense = backbone.get_layer("pooled_dense")
-    rng = np.random.default_rng(0)
-    kernel = rng.normal(0.0, stddev, dense.kernel.shape)
-    outside = np.abs(kernel) > 2 * stddev
-    while outside.any():  # truncated at two std-devs (redrawn), as BERT's initializer
-        kernel[outside] = rng.normal(0.0, stddev, int(outside.sum()))
-        outside = np.abs(kernel) > 2 * stddev
-    dense.kernel.assign(kernel.astype("float32"))
-    dense.bias.assign(np.zeros(dense.bias.shape, "float32"))
 
 
 def _notes(source: HFSource) -> None:
@@ -369,7 +355,7 @@ def _weights_to_hf(model_dir) -> tuple[dict, str, dict, list[str]]:
         weights[f"{spec['head']}.bias"] = _array(dense.bias)
         extra = {**spec["config"], OUR_KEY: {"task": model_dir.task}}
         return weights, spec["architecture"], extra, ["encoder", f"{kind} head ({spec['head']})"]
-    if kind == "pretraining" and model_dir.model_weights.is_file():
+    if model_dir.has_masked_lm_heads:
         next_sentence = bool(model_dir.task.get("next_sentence", True))
         pretrainer = build_pretrainer(config, next_sentence=next_sentence)
         _load(pretrainer, model_dir)

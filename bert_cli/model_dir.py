@@ -63,6 +63,17 @@ class ModelDir:
         return self.task.get("task", "pretraining")
 
     @property
+    def objective(self) -> str:
+        """The pre-training objective of ``model.weights.h5``: "mlm" (BERT's heads) or "electra"."""
+        return self.task.get("objective", "mlm")
+
+    @property
+    def has_masked_lm_heads(self) -> bool:
+        """Whether ``model.weights.h5`` is a BERT pre-training model (MLM, and NSP when task.json says so)."""
+        return (self.kind == "pretraining" and self.objective == "mlm" and self.task.get("masked_lm", True)
+                and self.model_weights.is_file())
+
+    @property
     def encoder_weights(self) -> Path:
         return (self.weights_path or self.path) / ENCODER_WEIGHTS
 

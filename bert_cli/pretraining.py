@@ -121,7 +121,7 @@ class PretrainTask:
 # ----------------------------------------------------------------------------
 
 
-_OPT, _RUN = "Optimisation", "Checkpoints and logging"
+_OPT, _RUN, _OBJ = "Optimisation", "Checkpoints and logging", "Objective"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,10 +150,20 @@ class PretrainOptions:
         True, help="Adam's bias correction (Keras, tf-models, keras-hub); --no-adam-bias-correction for the "
         "original release's AdamWeightDecayOptimizer (larger early steps).",
         flags=("--adam-bias-correction/--no-adam-bias-correction",), panel=_OPT)
-    dynamic_masking: bool = option(False, help="Re-mask every time an example is read (RoBERTa).")
-    whole_word_mask: bool = option(False, help="With --dynamic-masking: mask whole words.")
-    masked_lm_prob: float = option(0.15, help="With --dynamic-masking: share of tokens to predict.")
-    no_nsp: bool = option(False, help="Masked LM only (no next-sentence head or loss).", flags=("--no-nsp",))
+    objective: str = option(
+        "mlm", help="mlm: masked LM (+ next sentence), BERT; electra: a small generator fills masked tokens and "
+        "the model learns to spot every replaced token (ELECTRA; always masks afresh, no NSP).", panel=_OBJ)
+    dynamic_masking: bool = option(False, help="Re-mask every time an example is read (RoBERTa).", panel=_OBJ)
+    whole_word_mask: bool = option(False, help="With --dynamic-masking or electra: mask whole words.", panel=_OBJ)
+    masked_lm_prob: float = option(0.15, help="With --dynamic-masking or electra: share of tokens to predict.",
+                                   panel=_OBJ)
+    no_nsp: bool = option(False, help="Masked LM only (no next-sentence head or loss).", flags=("--no-nsp",),
+                          panel=_OBJ)
+    generator_hidden_fraction: float | None = option(
+        None, help="electra: the generator's hidden size as a share of the model's, same number of layers; "
+        "default 0.25 (ELECTRA-Small and -Large), 1/3 with --model electra-base.", panel=_OBJ)
+    discriminator_weight: float = option(50.0, help="electra: weight of the replaced-token loss (the generator's "
+                                         "masked-LM loss has weight 1).", panel=_OBJ)
     tpu: str | None = option(None, help="TPU name, or 'local' on a TPU VM.", panel=SCALE)
     strategy: str = option("auto", help="auto, default, mirrored, multiworker (TF_CONFIG) or tpu.", panel=SCALE)
     save_every: int = option(1000, help="Checkpoint every N steps.", panel=_RUN)
@@ -174,9 +184,11 @@ class PretrainOptions:
 class RecordsInfo:
     files: list[str]
     max_seq_length: int
-    max_predictions: int
+    max_predictions: int  # 0 for records without masks until the run chooses it
     next_sentence: bool
     manifest: dict | None
+    #: The records hold masked_lm_* features (False: ELECTRA-style input_ids/input_mask/segment_ids only).
+    masked: bool = True
 
 
 def inspect_records(patterns, option: str = "INPUT") -> RecordsInfo:
@@ -197,6 +209,7 @@ def inspect_records(patterns, option: str = "INPUT") -> RecordsInfo:
 
     shapes = set()
     has_nsp = set()
+    masked = set()
     for name in files:
         try:
             record = next(iter(tf.data.TFRecordDataset(name, compression_type=compression_of(name)).take(1)), None)
@@ -209,21 +222,27 @@ def inspect_records(patterns, option: str = "INPUT") -> RecordsInfo:
         except Exception:  # noqa: BLE001  a protobuf DecodeError
             raise UserError(f"{name}: holds records that are not tf.train.Example protos") from None
         features = example.features.feature
-        missing = {"input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
-                   "masked_lm_weights"} - set(features)
+        mask_features = {"masked_lm_positions", "masked_lm_ids", "masked_lm_weights"}
+        # Records without any masks (ELECTRA's) are fine; half of them is not.
+        needed = {"input_ids", "input_mask", "segment_ids"}
+        needed |= mask_features if mask_features & set(features) else set()
+        missing = needed - set(features)
         if missing:
             raise UserError(
                 f"{name}: not pre-training records (missing {', '.join(sorted(missing))}); "
                 "make them with bert make-data"
             )
-        shapes.add((len(features["input_ids"].int64_list.value), len(features["masked_lm_ids"].int64_list.value)))
+        has_masks = "masked_lm_ids" in features
+        shapes.add((len(features["input_ids"].int64_list.value),
+                    len(features["masked_lm_ids"].int64_list.value) if has_masks else 0))
         has_nsp.add("next_sentence_labels" in features)
+        masked.add(has_masks)
     if not shapes:
         raise UserError(f"{option}: the record files hold no records")
     if len(shapes) > 1:
         raise UserError(f"{option}: record files disagree on (max_seq_length, max_predictions): {sorted(shapes)}")
     (seq_length, predictions), = shapes
-    return RecordsInfo(files, seq_length, predictions, all(has_nsp), manifest)
+    return RecordsInfo(files, seq_length, predictions, all(has_nsp), manifest, masked=all(masked))
 
 
 def _remote_record_files(patterns, option: str) -> tuple[list[str], dict | None]:
@@ -290,6 +309,8 @@ def _run_signature(options: PretrainOptions, config, vocab_sha: str) -> dict:
         "optimizer": options.optimizer,
         # Only when asked for, so runs made before the option resume as they were.
         **({"adam_bias_correction": False} if not options.adam_bias_correction else {}),
+        **({"objective": "electra", "generator_hidden_fraction": generator_fraction(options),
+            "discriminator_weight": options.discriminator_weight} if options.objective == "electra" else {}),
     }
 
 
@@ -359,8 +380,22 @@ def _check_options(options: PretrainOptions) -> None:
         raise UserError(f"--learning-rate must be positive, got {options.learning_rate}")
     if options.optimizer not in ("adamw", "lamb"):
         raise UserError(f"--optimizer {options.optimizer!r} is not known; use adamw or lamb")
+    if options.objective not in ("mlm", "electra"):
+        raise UserError(f"--objective {options.objective!r} is not known; use mlm or electra")
+    if options.objective == "electra":
+        if not 0.0 < generator_fraction(options) <= 1.0:
+            raise UserError(f"--generator-hidden-fraction must be in (0, 1], got {options.generator_hidden_fraction}")
+        if not options.discriminator_weight > 0:
+            raise UserError(f"--discriminator-weight must be positive, got {options.discriminator_weight}")
     if options.optimizer == "lamb" and not options.adam_bias_correction:
         raise UserError("--no-adam-bias-correction is for --optimizer adamw (LAMB keeps its own correction)")
+
+
+def generator_fraction(options: PretrainOptions) -> float:
+    """``--generator-hidden-fraction``, else ELECTRA's: 1/3 for its Base size, 0.25 otherwise."""
+    if options.generator_hidden_fraction is not None:
+        return options.generator_hidden_fraction
+    return 1 / 3 if options.model == "electra-base" else 0.25
 
 
 @dataclasses.dataclass
@@ -398,16 +433,33 @@ def _check_inputs(options: PretrainOptions) -> PretrainInputs:
             f"records have max_seq_length {records.max_seq_length}, more than the model's "
             f"max_position_embeddings {config.max_position_embeddings}"
         )
-    next_sentence = not options.no_nsp
+    next_sentence = not options.no_nsp and options.objective == "mlm"  # ELECTRA has no NSP
     if next_sentence and not records.next_sentence:
         raise UserError("the records have no next_sentence_labels (made with --no-nsp); pass --no-nsp")
+    _predictions_for_unmasked(records, options, "INPUT")
     eval_records = inspect_records(options.eval_input, "--eval-input") if options.eval_input else None
+    if eval_records:
+        _predictions_for_unmasked(eval_records, options, "--eval-input", records.max_predictions)
     if eval_records and (eval_records.max_seq_length, eval_records.max_predictions) != (
         records.max_seq_length, records.max_predictions
     ):
         raise UserError("--eval-input records have a different max_seq_length or max_predictions than the "
                         "training records")
     return PretrainInputs(records, eval_records, Path(vocab_path), vocab, config, next_sentence)
+
+
+def _predictions_for_unmasked(records: RecordsInfo, options: PretrainOptions, option: str,
+                              predictions: int | None = None) -> None:
+    """Records without masks are masked per batch: refused where nothing masks them, else given ELECTRA's
+    ``int((prob + 0.005) * T)`` predictions per row (or the training records' count)."""
+    if records.masked:
+        return
+    remasked = options.objective == "electra" or (options.dynamic_masking and option == "INPUT")
+    if not remasked:
+        raise UserError(f"{option}: the records hold no masked_lm_* features (ELECTRA-style records); "
+                        "pre-train on them with --objective electra" + (" or --dynamic-masking" if option == "INPUT"
+                                                                        else ""))
+    records.max_predictions = predictions or max(1, int((options.masked_lm_prob + 0.005) * records.max_seq_length))
 
 
 def _vocab_path(options: PretrainOptions, records: RecordsInfo) -> Path:
@@ -423,45 +475,65 @@ def _vocab_path(options: PretrainOptions, records: RecordsInfo) -> Path:
     return vocab_path
 
 
-def _task(options: PretrainOptions, inputs: PretrainInputs, distribution) -> PretrainTask:
-    """The MLM (+ NSP) task with its training input and, with ``--eval-input``, its held-out evaluator."""
+def _task(options: PretrainOptions, inputs: PretrainInputs, distribution):
+    """The objective's task (MLM (+ NSP) or ELECTRA) with its training input and, with ``--eval-input``,
+    its held-out evaluator."""
     from bert_cli.training import SumEvaluator, consumed_per_pipeline
-    from data.pretraining_input import DynamicMasking, pretraining_dataset
+    from data.pretraining_input import pretraining_dataset
 
-    vocab, records = inputs.vocab, inputs.records
+    records = inputs.records
     per_replica = distribution.per_replica_batch(options.batch_size)
-    masking = None
-    if options.dynamic_masking:
-        masking = DynamicMasking(
-            vocab_size=len(vocab), cls_id=vocab.cls_id, sep_id=vocab.sep_id, mask_id=vocab.mask_id,
-            masked_lm_prob=options.masked_lm_prob,
-            continuation_ids=tuple(i for i, t in enumerate(vocab.tokens) if t.startswith("##")),
-            whole_word=options.whole_word_mask,
-        )
+    masking = _masking(options, inputs.vocab)
 
     def train_input(context, start_step: int):
         micro_batch = per_replica * options.accumulation_steps
         return pretraining_dataset(
             records.files, records.max_seq_length, records.max_predictions, micro_batch,
             next_sentence=inputs.next_sentence, seed=options.seed, input_context=context, dynamic_masking=masking,
-            skip_records=consumed_per_pipeline(context, start_step, micro_batch),
+            skip_records=consumed_per_pipeline(context, start_step, micro_batch), stored_masks=records.masked,
         )
 
     def eval_input(context):
+        # ELECTRA masks held-out records afresh too (with a fixed seed: the same masks at every evaluation).
         return pretraining_dataset(
             inputs.eval_records.files, records.max_seq_length, records.max_predictions, per_replica,
             training=False, next_sentence=inputs.next_sentence, input_context=context,
+            dynamic_masking=masking if options.objective == "electra" else None, seed=options.seed,
+            stored_masks=inputs.eval_records.masked,
         ).take(options.eval_batches)
 
-    task = PretrainTask(
-        config=inputs.config, optimizer=options.optimizer, learning_rate=options.learning_rate,
-        train_steps=options.train_steps, warmup_steps=options.warmup_steps, train_input=train_input,
-        weight_decay=options.weight_decay, next_sentence=inputs.next_sentence, precision=options.precision,
-        bias_correction=options.adam_bias_correction,
-    )
+    common = dict(config=inputs.config, optimizer=options.optimizer, learning_rate=options.learning_rate,
+                  train_steps=options.train_steps, warmup_steps=options.warmup_steps, train_input=train_input,
+                  weight_decay=options.weight_decay, precision=options.precision,
+                  bias_correction=options.adam_bias_correction)
+    if options.objective == "electra":
+        from bert_cli.electra import ElectraTask
+
+        task = ElectraTask(**common, generator_fraction=generator_fraction(options),
+                           discriminator_weight=options.discriminator_weight, seed=options.seed)
+    else:
+        task = PretrainTask(**common, next_sentence=inputs.next_sentence)
     if inputs.eval_records:
         task.evaluator = SumEvaluator(distribution, task.compute, task.summarize, task.sums, eval_input)
     return task
+
+
+def _masking(options: PretrainOptions, vocab):
+    """The input pipeline's re-masking: ELECTRA's always, BERT's with ``--dynamic-masking``, else None."""
+    from data.pretraining_input import DynamicMasking
+
+    if options.objective == "electra":
+        from bert_cli.electra import masking
+
+        return masking(vocab, options.masked_lm_prob, options.whole_word_mask)
+    if not options.dynamic_masking:
+        return None
+    return DynamicMasking(
+        vocab_size=len(vocab), cls_id=vocab.cls_id, sep_id=vocab.sep_id, mask_id=vocab.mask_id,
+        masked_lm_prob=options.masked_lm_prob,
+        continuation_ids=tuple(i for i, t in enumerate(vocab.tokens) if t.startswith("##")),
+        whole_word=options.whole_word_mask,
+    )
 
 
 def _train(options: PretrainOptions, inputs: PretrainInputs, distribution):
@@ -545,10 +617,14 @@ def _write_outputs(options: PretrainOptions, inputs: PretrainInputs, result) -> 
     from bert_cli.runs import options_json, read_json, write_json
 
     records = inputs.records
-    write_model_dir(options.output, inputs.config, inputs.vocab_path, result.model.backbone, result.model, {
-        "task": "pretraining", "next_sentence": inputs.next_sentence, "lowercase": inputs.lowercase,
-        "max_seq_length": records.max_seq_length,
-    })
+    task = {"task": "pretraining", "next_sentence": inputs.next_sentence, "lowercase": inputs.lowercase,
+            "max_seq_length": records.max_seq_length}
+    if options.objective == "electra":
+        # model.weights.h5 is the generator + discriminator; encoder.weights.h5 the discriminator.
+        task.update(objective="electra", masked_lm=False, generator=result.model.generator_shape.to_dict(),
+                    generator_hidden_fraction=generator_fraction(options),
+                    discriminator_weight=options.discriminator_weight)
+    write_model_dir(options.output, inputs.config, inputs.vocab_path, result.model.backbone, result.model, task)
     previous = read_json(options.output / SUMMARY_FILE, missing_ok=True) if result.resumed_from else {}
     history = previous.get("history", []) + result.history
     evaluations = previous.get("evaluations", []) + result.evaluations
@@ -564,7 +640,8 @@ def _write_outputs(options: PretrainOptions, inputs: PretrainInputs, result) -> 
         "history": history,
         "evaluations": evaluations,
     })
-    return plot_curves(history, evaluations, options.output / CURVES_FILE, f"pre-training {options.model}")
+    title = f"{'ELECTRA ' if options.objective == 'electra' else ''}pre-training {options.model}"
+    return plot_curves(history, evaluations, options.output / CURVES_FILE, title)
 
 
 # ----------------------------------------------------------------------------
@@ -609,6 +686,9 @@ def run_evaluation(options: EvaluateOptions) -> EvaluateResult:
     source = read_model_dir(options.model, "MODEL")
     _check_has_heads(source, options.model)
     records = inspect_records(options.inputs)
+    if not records.masked:
+        raise UserError("INPUTS: the records hold no masked_lm_* features (ELECTRA-style records); bert evaluate "
+                        "scores the stored masks: make records with bert make-data")
     _check_same_vocabulary(source, records)
     next_sentence = records.next_sentence and bool(source.task.get("next_sentence", True))
     distribution = strategies.resolve("default")
@@ -632,7 +712,10 @@ def run_evaluation(options: EvaluateOptions) -> EvaluateResult:
 
 def _check_has_heads(source, path) -> None:
     """Only a pre-trained model has the MLM head that held-out masked-LM metrics need."""
-    if source.kind != "pretraining" or not source.model_weights.is_file() or not source.task.get("masked_lm", True):
+    if source.kind == "pretraining" and source.objective == "electra":
+        raise UserError(f"MODEL {path}: is an ELECTRA model (a discriminator, no masked-LM head of its own); "
+                        "evaluate it during pre-training with bert pretrain --objective electra --eval-input")
+    if not source.has_masked_lm_heads:
         raise UserError(f"MODEL {path}: has no masked-LM head (task {source.kind!r}); bert evaluate needs a "
                         "pre-trained model directory or an original checkpoint with its cls/ heads")
 
@@ -659,6 +742,16 @@ def _evaluation_model(source, distribution):
     return model
 
 
+def _same_heads(source, model) -> bool:
+    """Whether ``source``'s ``model.weights.h5`` is a model of ``model``'s exact kind (heads included)."""
+    if source.kind != "pretraining" or not source.model_weights.is_file():
+        return False
+    shape = getattr(model, "generator_shape", None)
+    if shape is not None:
+        return source.objective == "electra" and source.task.get("generator") == shape.to_dict()
+    return source.has_masked_lm_heads and source.task.get("next_sentence", True) == model.next_sentence
+
+
 def _initializer(path: Path, config, lowercase: bool | None = None):
     """Loads another pre-trained model's encoder weights (domain adaptation, phase two at length 512).
 
@@ -677,11 +770,10 @@ def _initializer(path: Path, config, lowercase: bool | None = None):
         cases = {True: "uncased (lower-cased)", False: "cased"}
         raise UserError(f"--init-checkpoint {path}: was trained {cases[source.lowercase]} but the records were made "
                         f"{cases[lowercase]}; make the records with the model's casing")
-    whole = source.kind == "pretraining" and source.model_weights.is_file()
-
     def init(model) -> None:
-        # Heads come along only when they are the same heads (NSP on both sides or on neither).
-        if whole and source.task.get("next_sentence", True) == model.next_sentence:
+        # Heads come along only when they are the same heads: BERT's with NSP on both sides or on
+        # neither, or an ELECTRA generator of the same shape; else the encoder alone.
+        if _same_heads(source, model):
             model.load_weights(str(source.model_weights))
         else:
             model.backbone.load_weights(str(source.encoder_weights))

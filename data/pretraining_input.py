@@ -16,7 +16,8 @@ With dynamic masking (RoBERTa) every read of an example gets a fresh mask by
 the same rules as ``bert make-data``: the original tokens are restored from
 the stored predictions, then ``min(P, max(1, round(len * prob)))`` positions
 other than [CLS]/[SEP]/padding are chosen (whole words when asked), each
-replaced by [MASK] 80 %, kept 10 %, a random vocabulary id 10 % of the time.
+replaced by [MASK] 80 %, kept 10 %, a random vocabulary id 10 % of the time
+(ELECTRA: [MASK] 85 %, kept 15 %).
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ class DynamicMasking:
     #: ids of "##" continuation pieces; with ``whole_word`` they are masked with their word.
     continuation_ids: tuple[int, ...] = ()
     whole_word: bool = False
+    #: What a chosen position becomes: [MASK] this share of the time, a random vocabulary id
+    #: ``random_share``, else it keeps its token. BERT: 0.8 / 0.1; ELECTRA: 0.85 / 0.0.
+    mask_share: float = 0.8
+    random_share: float = 0.1
 
 
 def pretraining_dataset(
@@ -60,6 +65,7 @@ def pretraining_dataset(
     input_context: tf.distribute.InputContext | None = None,
     dynamic_masking: DynamicMasking | None = None,
     skip_records: int = 0,
+    stored_masks: bool = True,
 ) -> tf.data.Dataset:
     """Batches of pre-training features from TFRecord files.
 
@@ -76,14 +82,19 @@ def pretraining_dataset(
         skip_records: Training records this pipeline already handed out (a multiple of
             ``batch_size``): a resumed run continues the same stream exactly where it was,
             at the cost of reading the skipped records once.
+        stored_masks: The records hold ``masked_lm_*`` features (False: ELECTRA-style records
+            of ``input_ids``, ``input_mask``, ``segment_ids`` only; needs ``dynamic_masking``,
+            which then picks up to ``max_predictions`` positions per row).
     """
+    if not stored_masks and dynamic_masking is None:
+        raise DataError("records without masked_lm_* features need masking in the input pipeline")
     if not files:
         raise DataError("no record files to read")
     compressions = {compression_of(f) for f in files}
     if len(compressions) > 1:
         raise DataError("record files mix gzip and plain TFRecords; give one kind at a time")
     compression = compressions.pop()
-    spec = feature_spec(max_seq_length, max_predictions, next_sentence)
+    spec = feature_spec(max_seq_length, max_predictions, next_sentence, masks=stored_masks)
 
     dataset = tf.data.Dataset.from_tensor_slices(list(files))
     if (input_context is not None and input_context.num_input_pipelines > 1
@@ -140,7 +151,8 @@ class _Remasker:
         B = tf.shape(ids)[0]
         T = tf.shape(ids)[1]
         P = self.max_predictions
-        originals = self._restore(batch, B, P)  # [B, T]
+        # Records with masks hold [MASK]s and random tokens: put the originals back first.
+        originals = self._restore(batch, B, P) if "masked_lm_ids" in batch else ids  # [B, T]
 
         seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=4)
         candidate = (mask > 0) & (originals != options.cls_id) & (originals != options.sep_id)  # [B, T]
@@ -152,8 +164,10 @@ class _Remasker:
         random_ids = tf.random.stateless_uniform(
             [B, P], seed=seeds[2], minval=0, maxval=options.vocab_size, dtype=tf.int64
         )
+        kept = 1.0 - options.mask_share - options.random_share
         replacement = tf.where(
-            choice < 0.8, tf.cast(options.mask_id, tf.int64), tf.where(choice < 0.9, labels, random_ids)
+            choice < options.mask_share, tf.cast(options.mask_id, tf.int64),
+            tf.where(choice < options.mask_share + kept, labels, random_ids),
         )
         update_where = tf.stack([tf.repeat(tf.range(B, dtype=tf.int64)[:, None], P, axis=1), positions], -1)
         new_ids = tf.tensor_scatter_nd_update(

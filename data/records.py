@@ -50,18 +50,26 @@ COMPRESSIONS = ("none", "gzip")
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-def feature_spec(max_seq_length: int, max_predictions_per_seq: int, next_sentence: bool = True) -> dict:
-    """The parsing spec for ``tf.io.parse_example``, as in the original ``run_pretraining.py``."""
+def feature_spec(max_seq_length: int, max_predictions_per_seq: int, next_sentence: bool = True,
+                 masks: bool = True) -> dict:
+    """The parsing spec for ``tf.io.parse_example``, as in the original ``run_pretraining.py``.
+
+    ``masks`` False: records without the ``masked_lm_*`` features, as ELECTRA's
+    ``build_pretraining_dataset.py`` writes them (masking then happens per batch).
+    """
     import tensorflow as tf
 
     spec = {
         "input_ids": tf.io.FixedLenFeature([max_seq_length], tf.int64),
         "input_mask": tf.io.FixedLenFeature([max_seq_length], tf.int64),
         "segment_ids": tf.io.FixedLenFeature([max_seq_length], tf.int64),
-        "masked_lm_positions": tf.io.FixedLenFeature([max_predictions_per_seq], tf.int64),
-        "masked_lm_ids": tf.io.FixedLenFeature([max_predictions_per_seq], tf.int64),
-        "masked_lm_weights": tf.io.FixedLenFeature([max_predictions_per_seq], tf.float32),
     }
+    if masks:
+        spec.update({
+            "masked_lm_positions": tf.io.FixedLenFeature([max_predictions_per_seq], tf.int64),
+            "masked_lm_ids": tf.io.FixedLenFeature([max_predictions_per_seq], tf.int64),
+            "masked_lm_weights": tf.io.FixedLenFeature([max_predictions_per_seq], tf.float32),
+        })
     if next_sentence:
         spec[LABEL_FEATURE] = tf.io.FixedLenFeature([1], tf.int64)
     return spec

@@ -94,6 +94,7 @@ class VariableMapping:
 
 def variable_mappings(config: BertConfig) -> list[VariableMapping]:
     """Every variable of an original pre-training checkpoint of ``config``'s shape, in checkpoint order."""
+    _check_bert_layout(config)
     H, I, V = config.hidden_size, config.intermediate_size, config.vocab_size  # noqa: E741  (I: intermediate size, the paper's letter)
     P, S = config.max_position_embeddings, config.type_vocab_size
     table: list[VariableMapping] = []
@@ -134,6 +135,13 @@ def variable_mappings(config: BertConfig) -> list[VariableMapping]:
     add("cls/seq_relationship/output_weights", "next_sentence_head/kernel", (2, H), NEXT_SENTENCE, transposed=True)
     add("cls/seq_relationship/output_bias", "next_sentence_head/bias", (2,), NEXT_SENTENCE)
     return table
+
+
+def _check_bert_layout(config: BertConfig) -> None:
+    if config.projects_embeddings:
+        raise ModelError(f"config: embedding_size {config.embedding_size} differs from hidden_size "
+                         f"{config.hidden_size}; BERT's checkpoint layout has no embedding projection (an ELECTRA "
+                         "model: its layout is not written by this version)")
 
 
 def lowercase_from_name(path: str | Path) -> bool | None:

@@ -55,6 +55,10 @@ class BertConfig:
         type_vocab_size: Number of segment ids. The original class defaults to 16 but
             every released checkpoint uses 2, so 2 is ours.
         initializer_range: Std-dev of the truncated-normal initializer.
+        embedding_size: Width of the token/position/segment embeddings when it differs from
+            ``hidden_size`` (ELECTRA-Small: 128 under a hidden size of 256), projected to the
+            hidden size by a dense layer as ELECTRA does; None (the BERT layout) means equal.
+            Only written to ``bert_config.json`` when set.
 
     Example:
         >>> config = BertConfig.from_preset("tiny", vocab_size=1000)
@@ -73,6 +77,7 @@ class BertConfig:
     max_position_embeddings: int = 512
     type_vocab_size: int = 2
     initializer_range: float = 0.02
+    embedding_size: int | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -87,6 +92,9 @@ class BertConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ModelError(f"config: {name} must be a positive integer, got {value!r}")
+        size = self.embedding_size
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
+            raise ModelError(f"config: embedding_size must be a positive integer, got {self.embedding_size!r}")
         if self.hidden_size % self.num_attention_heads:
             raise ModelError(
                 f"config: hidden_size {self.hidden_size} is not divisible by "
@@ -105,6 +113,11 @@ class BertConfig:
             )
 
     @property
+    def projects_embeddings(self) -> bool:
+        """Whether embeddings are narrower or wider than the hidden size (a projection between them)."""
+        return self.embedding_size is not None and self.embedding_size != self.hidden_size
+
+    @property
     def head_size(self) -> int:
         """Units per attention head, H / A."""
         return self.hidden_size // self.num_attention_heads
@@ -114,7 +127,10 @@ class BertConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        if values["embedding_size"] is None:
+            del values["embedding_size"]  # the original bert_config.json has no such field
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> "BertConfig":
@@ -163,8 +179,8 @@ class BertConfig:
             base = PRESETS[name]
         except KeyError:
             raise ModelError(
-                f"unknown model preset {name!r}; choose one of {', '.join(PRESET_ALIASES)} or "
-                f"L-{{2,4,6,8,10,12}}_H-{{128,256,512,768}}, or pass a bert_config.json"
+                f"unknown model preset {name!r}; choose one of {', '.join(PRESET_ALIASES)}, electra-small, "
+                f"electra-base, electra-large or L-{{2,4,6,8,10,12}}_H-{{128,256,512,768}}, or pass a bert_config.json"
             ) from None
         return base.replace(**changes) if changes else base
 
@@ -193,5 +209,12 @@ PRESET_ALIASES: dict[str, str] = {
     "large": "L-24_H-1024",
 }
 PRESETS["L-24_H-1024"] = _sized(24, 1024, heads=16)
+# ELECTRA's discriminators (google-research/electra): Small has 128-wide embeddings
+# projected to its hidden size of 256; Base and Large are BERT-Base and -Large shapes.
+# Its GELU is the exact erf form (its modeling.py), unlike the original BERT's.
+PRESETS["electra-small"] = BertConfig(hidden_size=256, num_hidden_layers=12, num_attention_heads=4,
+                                      intermediate_size=1024, embedding_size=128, hidden_act="gelu_exact")
+PRESETS["electra-base"] = _sized(12, 768).replace(hidden_act="gelu_exact")
+PRESETS["electra-large"] = _sized(24, 1024, heads=16).replace(hidden_act="gelu_exact")
 for _alias, _name in PRESET_ALIASES.items():
     PRESETS[_alias] = PRESETS[_name]

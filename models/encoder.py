@@ -28,7 +28,8 @@ INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
 
 
 def build_encoder(config: BertConfig, dtype: str | None = None) -> keras_hub.models.BertBackbone:
-    """A randomly initialised encoder of the config's shape.
+    """A randomly initialised encoder of the config's shape (an ``ElectraBackbone`` when ``embedding_size``
+    differs from ``hidden_size``: the same layers and outputs, plus the embedding projection).
 
     Args:
         config: The model's shape (``bert_config.json``).
@@ -40,18 +41,17 @@ def build_encoder(config: BertConfig, dtype: str | None = None) -> keras_hub.mod
             f"({config.attention_probs_dropout_prob} vs {config.hidden_dropout_prob}); the encoder uses one rate "
             "for both, set them equal"
         )
-    backbone = keras_hub.models.BertBackbone(
-        vocabulary_size=config.vocab_size,
-        num_layers=config.num_hidden_layers,
-        num_heads=config.num_attention_heads,
-        hidden_dim=config.hidden_size,
-        intermediate_dim=config.intermediate_size,
-        dropout=config.hidden_dropout_prob,
-        max_sequence_length=config.max_position_embeddings,
-        num_segments=config.type_vocab_size,
-        dtype=dtype,
-        name="bert",
-    )
+    shape = dict(num_layers=config.num_hidden_layers, num_heads=config.num_attention_heads,
+                 hidden_dim=config.hidden_size, intermediate_dim=config.intermediate_size,
+                 dropout=config.hidden_dropout_prob, max_sequence_length=config.max_position_embeddings,
+                 num_segments=config.type_vocab_size, dtype=dtype, name="bert")
+    if config.projects_embeddings:
+        # keras-hub's ElectraBackbone: BERT's layers (the same names) plus the dense
+        # "embeddings_projection" from the embedding width to the hidden size.
+        backbone = keras_hub.models.ElectraBackbone(vocab_size=config.vocab_size,
+                                                    embedding_dim=config.embedding_size, **shape)
+    else:
+        backbone = keras_hub.models.BertBackbone(vocabulary_size=config.vocab_size, **shape)
     _reinitialize(backbone, config.initializer_range)
     if config.hidden_act not in _TANH_GELU:
         function = activation(config.hidden_act)
@@ -88,6 +88,25 @@ def _gelu_tanh(x):
 
 def _gelu_exact(x):
     return keras.activations.gelu(x, approximate=False)
+
+
+def seeded_pooler(backbone: keras.Model, stddev: float, seed: int = 0) -> None:
+    """Draws the pooler (``pooled_dense``) from a fixed seed: truncated normal at two std-devs, zero bias.
+
+    For checkpoints that have no pooler (ELECTRA, BertForMaskedLM): the converted model
+    directory is then the same, byte for byte, on every run.
+    """
+    import numpy as np
+
+    dense = backbone.get_layer("pooled_dense")
+    rng = np.random.default_rng(seed)
+    kernel = rng.normal(0.0, stddev, dense.kernel.shape)
+    outside = np.abs(kernel) > 2 * stddev
+    while outside.any():  # redrawn, as a truncated normal initializer does
+        kernel[outside] = rng.normal(0.0, stddev, int(outside.sum()))
+        outside = np.abs(kernel) > 2 * stddev
+    dense.kernel.assign(kernel.astype(dense.kernel.dtype))
+    dense.bias.assign(np.zeros(dense.bias.shape, dense.bias.dtype))
 
 
 def _reinitialize(backbone: keras.Model, stddev: float) -> None:

@@ -93,6 +93,9 @@ class TensorMapping:
 
 def tensor_mappings(config: BertConfig) -> list[TensorMapping]:
     """Every tensor of a ``BertForPreTraining`` file of ``config``'s shape (without the ``bert.`` prefix)."""
+    if config.projects_embeddings:
+        raise ModelError(f"config: embedding_size {config.embedding_size} differs from hidden_size "
+                         f"{config.hidden_size}; Transformers' BERT layout has no embedding projection")
     H, I, V = config.hidden_size, config.intermediate_size, config.vocab_size  # noqa: E741  (I: intermediate size)
     table: list[TensorMapping] = []
 

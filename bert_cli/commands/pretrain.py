@@ -19,6 +19,17 @@ def _pretrain(options: PretrainOptions) -> None:
     show(run_pretraining(options), options.model)
 
 
+def _figures(metrics: dict) -> str:
+    """The headline metrics of MLM (+ NSP) or ELECTRA pre-training."""
+    text = f"loss {metrics['loss']:.4f}, MLM acc {metrics['mlm_accuracy']:.2%}"
+    if "nsp_accuracy" in metrics:
+        text += f", NSP acc {metrics['nsp_accuracy']:.2%}"
+    if "disc_accuracy" in metrics:
+        text += (f", disc acc {metrics['disc_accuracy']:.2%} (P {metrics['disc_precision']:.2%} "
+                 f"R {metrics['disc_recall']:.2%}), gen sample acc {metrics['sampled_accuracy']:.2%}")
+    return text
+
+
 def show(result, model: str) -> None:
     """Prints the results table of a pre-training run."""
     from bert_cli.display import results_table
@@ -33,14 +44,12 @@ def show(result, model: str) -> None:
                   + (f" (resumed from {result.resumed_from})" if result.resumed_from else "")),
     ]
     if metrics:
-        rows.append(("final train", f"loss {metrics['loss']:.4f}, MLM acc {metrics['mlm_accuracy']:.2%}"
-                     + (f", NSP acc {metrics['nsp_accuracy']:.2%}" if "nsp_accuracy" in metrics else "")))
+        rows.append(("final train", _figures(metrics)))
         rows.append(("throughput", f"{metrics['examples_per_second']:,.1f} examples/s, "
                      f"{metrics['tokens_per_second']:,.0f} tokens/s"))
     if result.evaluation:
         e = result.evaluation
-        rows.append(("held-out", f"loss {e['loss']:.4f}, MLM acc {e['mlm_accuracy']:.2%}"
-                     + (f", NSP acc {e['nsp_accuracy']:.2%}" if "nsp_accuracy" in e else "")
+        rows.append(("held-out", _figures(e)
                      + (f" ({e['eval_batches']:,} batches, {e['eval_examples']:,} examples; pooled over every "
                         "prediction)" if "eval_batches" in e else "")))
     rows.append(("time", f"{result.seconds:,.1f} s"))

@@ -1,0 +1,123 @@
+"""``bert pretrain --objective electra``: replaced-token detection as a :class:`bert_cli.training.Task`.
+
+The records are those of masked-LM pre-training (ours or the original
+script's): their stored masks are undone and every batch is masked afresh
+with ELECTRA's rule (15 % of the tokens; [MASK] 85 %, kept 15 %), so the
+same files serve both objectives. The model is
+:class:`models.electra.ElectraPretrainer`; the discriminator is the encoder
+the model directory's ``encoder.weights.h5`` holds, so every other command
+uses an ELECTRA model unchanged, and ``model.weights.h5`` keeps the
+generator for continued pre-training.
+
+Metrics, pooled over every token or prediction of the logged steps:
+``mlm_loss`` / ``mlm_accuracy`` (the generator's argmax), ``sampled_accuracy``
+(masked tokens whose sample equals the original: how easy the generator
+still makes the task), ``disc_loss``, ``disc_accuracy``, ``disc_precision`` and
+``disc_recall`` on replaced tokens, and ``replaced_share`` (real tokens replaced).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+ELECTRA_SUMS = ("loss", "mlm_loss_sum", "mlm_correct", "mlm_weight", "sampled_correct", "disc_loss_sum",
+                "disc_correct", "disc_tokens", "replaced", "predicted_replaced", "true_replaced", "examples",
+                "tokens")
+#: ELECTRA's masking: what a chosen position becomes ([MASK] 85 %, else kept; never a random token).
+MASK_SHARE, RANDOM_SHARE = 0.85, 0.0
+
+
+@dataclasses.dataclass
+class ElectraTask:
+    """Generator + discriminator pre-training (see :mod:`models.electra`).
+
+    Args:
+        config: The discriminator's :class:`models.config.BertConfig`.
+        generator_fraction: The generator's width as a share of the discriminator's.
+        discriminator_weight: The weight of the discriminator's loss (the original's 50).
+        seed: Seed of the generator's sampling noise.
+        Others: as :class:`bert_cli.pretraining.PretrainTask`.
+    """
+
+    config: object
+    optimizer: str
+    learning_rate: float
+    train_steps: int
+    warmup_steps: int
+    train_input: Callable
+    evaluator: Callable | None = None
+    weight_decay: float = 0.01
+    precision: str = "fp32"
+    bias_correction: bool = True
+    generator_fraction: float = 0.25
+    discriminator_weight: float = 50.0
+    seed: int = 0
+    sums: tuple[str, ...] = ELECTRA_SUMS
+
+    def build(self):
+        from bert_cli.runs import model_dtype, with_loss_scaling
+        from models.electra import build_electra
+        from models.optimization import build_optimizer
+
+        model = build_electra(self.config, self.generator_fraction, dtype=model_dtype(self.precision),
+                              seed=self.seed)
+        optimizer = build_optimizer(self.optimizer, self.learning_rate, self.train_steps, self.warmup_steps,
+                                    self.weight_decay, bias_correction=self.bias_correction)
+        return model, with_loss_scaling(optimizer, self.precision)
+
+    def train_dataset(self, input_context, start_step: int):
+        return self.train_input(input_context, start_step)
+
+    def evaluate(self, model) -> dict | None:
+        return self.evaluator(model) if self.evaluator else None
+
+    def compute(self, model, batch, training: bool) -> dict:
+        import tensorflow as tf
+
+        from models.electra import electra_losses
+
+        inputs = {
+            "token_ids": tf.cast(batch["input_ids"], tf.int32),
+            "segment_ids": tf.cast(batch["segment_ids"], tf.int32),
+            "padding_mask": tf.cast(batch["input_mask"], tf.int32),
+            "masked_lm_positions": tf.cast(batch["masked_lm_positions"], tf.int32),
+            "masked_lm_ids": tf.cast(batch["masked_lm_ids"], tf.int32),
+            "masked_lm_weights": batch["masked_lm_weights"],
+        }
+        outputs = model(inputs, training=training)
+        values = electra_losses(outputs, {**batch, "padding_mask": batch["input_mask"]}, self.discriminator_weight)
+        result = {key: values[key] for key in self.sums if key != "tokens"}
+        result["tokens"] = tf.reduce_sum(tf.cast(batch["input_mask"], tf.float32))
+        return result
+
+    def summarize(self, totals: dict[str, float]) -> dict[str, float]:
+        """Metrics pooled over every prediction and token summed (not means of per-batch means)."""
+        weight = max(totals.get("mlm_weight", 0.0), 1.0)
+        tokens = max(totals.get("disc_tokens", 0.0), 1.0)
+        mlm_loss = totals.get("mlm_loss_sum", 0.0) / weight
+        disc_loss = totals.get("disc_loss_sum", 0.0) / tokens
+        flagged, replaced = totals.get("predicted_replaced", 0.0), totals.get("replaced", 0.0)
+        hits = totals.get("true_replaced", 0.0)
+        return {
+            "loss": mlm_loss + self.discriminator_weight * disc_loss,
+            "mlm_loss": mlm_loss,
+            "mlm_accuracy": totals.get("mlm_correct", 0.0) / weight,
+            "sampled_accuracy": totals.get("sampled_correct", 0.0) / weight,
+            "disc_loss": disc_loss,
+            "disc_accuracy": totals.get("disc_correct", 0.0) / tokens,
+            "disc_precision": hits / flagged if flagged else 0.0,
+            "disc_recall": hits / replaced if replaced else 0.0,
+            "replaced_share": replaced / tokens,
+        }
+
+
+def masking(vocab, masked_lm_prob: float, whole_word: bool):
+    """The input pipeline's ELECTRA masking for ``vocab`` (a :class:`data.tokenization.Vocabulary`)."""
+    from data.pretraining_input import DynamicMasking
+
+    return DynamicMasking(
+        vocab_size=len(vocab), cls_id=vocab.cls_id, sep_id=vocab.sep_id, mask_id=vocab.mask_id,
+        masked_lm_prob=masked_lm_prob, whole_word=whole_word, mask_share=MASK_SHARE, random_share=RANDOM_SHARE,
+        continuation_ids=tuple(i for i, t in enumerate(vocab.tokens) if t.startswith("##")),
+    )

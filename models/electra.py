@@ -1,0 +1,258 @@
+"""ELECTRA pre-training: a small generator and the discriminator, trained jointly (Clark et al., 2020).
+
+As google-research/electra does it:
+
+* 15 % of the tokens are masked (in the input pipeline, see
+  ``data.pretraining_input.DynamicMasking`` with ELECTRA's 85 % [MASK] / 15 %
+  kept split); the **generator**, a small masked-LM encoder, predicts them
+  (MLM loss, weight 1);
+* each masked position is filled with a token **sampled** from the
+  generator's softmax (temperature 1, Gumbel-max; no gradient flows through
+  the sample);
+* the **discriminator** (the encoder every other command fine-tunes, a
+  keras-hub ``BertBackbone``) labels every real token original or replaced
+  (sigmoid cross-entropy over non-padding tokens, weight 50). A sampled
+  token equal to the original counts as original.
+
+Token, position and segment embeddings and the embedding LayerNorm are the
+discriminator's, shared by the generator (its own dense projection maps them
+to its width when that differs from the embeddings'), and its MLM output
+layer is tied to the word embeddings, as in the original with
+``untied_generator_embeddings=False``. The activation is the config's
+``hidden_act``: the original ELECTRA's GELU is the exact erf form
+(``"gelu_exact"``, as the ``electra-*`` presets say).
+
+Shape legend: B = batch, T = sequence length, P = max predictions,
+H = discriminator hidden size, G = generator hidden size, V = vocabulary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import keras_hub
+from keras import ops
+
+from models.config import BertConfig
+from models.encoder import activation, build_encoder
+
+#: The original's discriminator loss weight (``disc_weight``) and generator size.
+DISCRIMINATOR_WEIGHT = 50.0
+GENERATOR_HIDDEN_FRACTION = 0.25
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorShape:
+    """The generator's size: the discriminator's layers, a fraction of its width (ELECTRA's rule).
+
+    Heads are ``max(1, G / 64)`` and the feed-forward width ``4 G``, as the
+    original's ``get_generator_config`` derives them (where G / 64 heads would not
+    divide G, which the original cannot build, the count is lowered until it does).
+    """
+
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+
+    @classmethod
+    def of(cls, config: BertConfig, fraction: float = GENERATOR_HIDDEN_FRACTION) -> "GeneratorShape":
+        hidden = max(1, int(round(config.hidden_size * fraction)))
+        heads = max(1, hidden // 64)
+        while hidden % heads:
+            heads -= 1
+        return cls(hidden, config.num_hidden_layers, heads, 4 * hidden)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class ElectraGenerator(keras.layers.Layer):
+    """A masked-LM encoder over the discriminator's embeddings: logits ``[B, P, V]`` at the masked positions.
+
+    Args:
+        backbone: The discriminator (a ``BertBackbone``) whose embedding layers are shared.
+        shape: The generator's size.
+        config: The discriminator's config (dropout, activation, initializer).
+    """
+
+    def __init__(self, backbone, shape: GeneratorShape, config: BertConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.generator_shape = shape
+        initializer = keras.initializers.TruncatedNormal(stddev=config.initializer_range)
+        dtype = backbone.dtype_policy
+        # Shared: built and owned by the discriminator, called here too.
+        self.token_embedding = backbone.token_embedding
+        self.position_embedding = backbone.get_layer("position_embedding")
+        self.segment_embedding = backbone.get_layer("segment_embedding")
+        self.embeddings_layer_norm = backbone.get_layer("embeddings_layer_norm")
+        self.embeddings_dropout = keras.layers.Dropout(config.hidden_dropout_prob, dtype=dtype,
+                                                       name="embeddings_dropout")
+        # [B, T, E] -> [B, T, G], the original's generator/embeddings_project; like the
+        # original, none when the generator is as wide as the embeddings.
+        width = config.embedding_size or config.hidden_size
+        self.embeddings_project = keras.layers.Dense(
+            shape.hidden_size, kernel_initializer=initializer, dtype=dtype, name="embeddings_project",
+        ) if shape.hidden_size != width else None
+        self.transformer_layers = [
+            keras_hub.layers.TransformerEncoder(
+                num_heads=shape.num_heads, intermediate_dim=shape.intermediate_size,
+                activation=activation(config.hidden_act), dropout=config.hidden_dropout_prob,
+                layer_norm_epsilon=1e-12, kernel_initializer=initializer, dtype=dtype, name=f"transformer_layer_{i}")
+            for i in range(shape.num_layers)
+        ]
+        # Dense G -> H (the embedding width), activation, LayerNorm, then logits against the
+        # word embeddings plus a bias: generator_predictions in the original.
+        self.masked_lm_head = keras_hub.layers.MaskedLMHead(
+            token_embedding=backbone.token_embedding, intermediate_activation=activation(config.hidden_act),
+            layer_norm_epsilon=1e-12, kernel_initializer=initializer, dtype=dtype, name="masked_lm_head")
+
+    def call(self, token_ids, segment_ids, padding_mask, positions, training=False):
+        tokens = self.token_embedding(token_ids)  # [B, T, H]
+        x = tokens + self.position_embedding(tokens) + self.segment_embedding(segment_ids)
+        x = self.embeddings_dropout(self.embeddings_layer_norm(x), training=training)
+        if self.embeddings_project is not None:
+            x = self.embeddings_project(x)  # [B, T, E] -> [B, T, G]
+        for layer in self.transformer_layers:
+            x = layer(x, padding_mask=padding_mask, training=training)
+        return ops.cast(self.masked_lm_head(x, mask_positions=positions), "float32")  # [B, P, V]
+
+
+class ElectraPretrainer(keras.Model):
+    """Generator + discriminator with the replaced-token-detection head.
+
+    Call with ``token_ids`` (masked), ``segment_ids``, ``padding_mask`` [B, T],
+    ``masked_lm_positions``, ``masked_lm_ids`` (the original tokens) and
+    ``masked_lm_weights`` (1.0 for real predictions) [B, P]. Returns float32
+    ``mlm_logits`` [B, P, V], ``sampled_ids`` [B, P], ``discriminator_logits``
+    [B, T] and ``replaced`` [B, T] (1.0 where the discriminator's input differs
+    from the original text).
+
+    Args:
+        backbone: The discriminator encoder (``models.encoder.build_encoder``).
+        generator_shape: The generator's size.
+        config: The discriminator's config.
+        seed: Seed of the sampling noise (its state is a model variable, so a resumed run
+            continues the same random stream).
+    """
+
+    def __init__(self, backbone, generator_shape: GeneratorShape, config: BertConfig, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+        self.bert_config = config
+        self.generator_shape = generator_shape
+        initializer = keras.initializers.TruncatedNormal(stddev=config.initializer_range)
+        dtype = backbone.dtype_policy
+        self.generator = ElectraGenerator(backbone, generator_shape, config, name="generator")
+        # discriminator_predictions in the original: dense H -> H + activation, then H -> 1.
+        self.discriminator_dense = keras.layers.Dense(
+            config.hidden_size, activation=activation(config.hidden_act), kernel_initializer=initializer,
+            dtype=dtype, name="discriminator_dense")
+        self.discriminator_output = keras.layers.Dense(1, kernel_initializer=initializer, dtype=dtype,
+                                                       name="discriminator_output")
+        self.sampling_seed = keras.random.SeedGenerator(seed, name="sampling_seed")
+        # ELECTRA trains no pooler (no NSP): keep it as built, and give the optimizer no
+        # variable without a gradient. Fine-tuning a classifier trains it.
+        backbone.get_layer("pooled_dense").trainable = False
+
+    def call(self, inputs, training=False):
+        token_ids = ops.cast(inputs["token_ids"], "int32")
+        positions = ops.cast(inputs["masked_lm_positions"], "int32")
+        real = ops.cast(inputs["masked_lm_weights"], "float32") > 0  # [B, P]
+        padding_mask = inputs["padding_mask"]
+        mlm_logits = self.generator(token_ids, inputs["segment_ids"], padding_mask, positions, training=training)
+        sampled = self._sample(mlm_logits)  # [B, P]
+        originals = _scatter(token_ids, positions, ops.cast(inputs["masked_lm_ids"], "int32"), real)  # [B, T]
+        fake = _scatter(token_ids, positions, sampled, real)  # [B, T]
+        replaced = ops.cast(ops.not_equal(fake, originals), "float32") * ops.cast(padding_mask, "float32")
+        encoded = self.backbone({"token_ids": fake, "segment_ids": inputs["segment_ids"],
+                                 "padding_mask": padding_mask}, training=training)
+        hidden = self.discriminator_dense(encoded["sequence_output"])  # [B, T, H]
+        logits = ops.squeeze(ops.cast(self.discriminator_output(hidden), "float32"), -1)  # [B, T, 1] -> [B, T]
+        return {"mlm_logits": mlm_logits, "sampled_ids": sampled, "discriminator_logits": logits,
+                "replaced": replaced}
+
+    def _sample(self, logits):
+        """One token per position from ``softmax(logits)`` (Gumbel-max), without gradient: ``[B, P]``."""
+        logits = ops.stop_gradient(logits)
+        uniform = keras.random.uniform(ops.shape(logits), seed=self.sampling_seed)
+        gumbel = -ops.log(-ops.log(uniform + 1e-9) + 1e-9)
+        return ops.cast(ops.argmax(logits + gumbel, axis=-1), "int32")
+
+    def get_config(self):
+        return {**super().get_config(), "generator_shape": self.generator_shape.to_dict()}
+
+
+def _scatter(token_ids, positions, values, real):
+    """``token_ids`` [B, T] with ``values`` [B, P] written at ``positions`` where ``real``; the rest kept."""
+    T = ops.shape(token_ids)[1]
+    # [B, P, T]: which position each prediction writes; padding predictions write nowhere.
+    hits = ops.one_hot(positions, T, dtype="int32") * ops.expand_dims(ops.cast(real, "int32"), -1)
+    written = ops.max(hits, axis=1)  # [B, T]
+    new_values = ops.sum(hits * ops.expand_dims(values, -1), axis=1)  # [B, T] (positions are distinct)
+    return token_ids * (1 - written) + new_values * written
+
+
+def build_electra(config: BertConfig, generator_fraction: float = GENERATOR_HIDDEN_FRACTION,
+                  dtype: str | None = None, seed: int = 0,
+                  generator_shape: GeneratorShape | None = None) -> ElectraPretrainer:
+    """A freshly initialised ELECTRA model of the discriminator config's shape, variables built.
+
+    The generator is ``generator_shape`` when given (e.g. read from a checkpoint), else
+    ``GeneratorShape.of(config, generator_fraction)``.
+    """
+    shape = generator_shape or GeneratorShape.of(config, generator_fraction)
+    model = ElectraPretrainer(build_encoder(config, dtype=dtype), shape, config, seed=seed)
+    model({"token_ids": ops.zeros((1, 2), "int32"), "segment_ids": ops.zeros((1, 2), "int32"),
+           "padding_mask": ops.ones((1, 2), "int32"), "masked_lm_positions": ops.zeros((1, 1), "int32"),
+           "masked_lm_ids": ops.zeros((1, 1), "int32"), "masked_lm_weights": ops.zeros((1, 1), "float32")})
+    return model
+
+
+def electra_losses(outputs: dict, labels: dict, discriminator_weight: float = DISCRIMINATOR_WEIGHT) -> dict:
+    """The joint loss and the sums ELECTRA's metrics pool over batches.
+
+    Args:
+        outputs: :class:`ElectraPretrainer`'s outputs.
+        labels: ``masked_lm_ids``, ``masked_lm_weights`` [B, P] and ``padding_mask`` [B, T].
+
+    Returns:
+        ``loss`` (generator MLM loss + weight x discriminator loss), ``mlm_loss`` and
+        ``discriminator_loss`` (means), and sums: ``mlm_loss_sum``, ``mlm_correct``,
+        ``mlm_weight``, ``sampled_correct`` (masked tokens the generator's sample got
+        right), ``disc_loss_sum``, ``disc_correct``, ``disc_tokens``, ``replaced``,
+        ``predicted_replaced``, ``true_replaced`` (replaced tokens flagged as replaced).
+    """
+    mlm_ids = ops.cast(labels["masked_lm_ids"], "int32")
+    weights = ops.cast(labels["masked_lm_weights"], "float32")
+    mlm_logits = outputs["mlm_logits"]
+    per_prediction = keras.losses.sparse_categorical_crossentropy(mlm_ids, mlm_logits, from_logits=True)  # [B, P]
+    mlm_weight = ops.sum(weights)
+    mlm_loss_sum = ops.sum(per_prediction * weights)
+
+    def hits(predicted):
+        return ops.sum(ops.cast(ops.equal(ops.cast(predicted, "int32"), mlm_ids), "float32") * weights)
+
+    tokens = ops.cast(labels["padding_mask"], "float32")  # [B, T]
+    replaced = outputs["replaced"]
+    logits = outputs["discriminator_logits"]
+    # Numerically stable sigmoid cross-entropy: max(x, 0) - x z + log(1 + exp(-|x|)).
+    per_token = ops.maximum(logits, 0.0) - logits * replaced + ops.log1p(ops.exp(-ops.abs(logits)))  # [B, T]
+    disc_tokens = ops.sum(tokens)
+    disc_loss_sum = ops.sum(per_token * tokens)
+    predicted = ops.cast(logits > 0, "float32") * tokens
+    # The original's denominators: a batch without predictions gives 0, not NaN.
+    mlm_loss = mlm_loss_sum / (mlm_weight + 1e-6)
+    discriminator_loss = disc_loss_sum / (disc_tokens + 1e-6)
+    return {
+        "loss": mlm_loss + discriminator_weight * discriminator_loss,
+        "mlm_loss": mlm_loss, "discriminator_loss": discriminator_loss,
+        "mlm_loss_sum": mlm_loss_sum, "mlm_weight": mlm_weight,
+        "mlm_correct": hits(ops.argmax(mlm_logits, axis=-1)), "sampled_correct": hits(outputs["sampled_ids"]),
+        "disc_loss_sum": disc_loss_sum, "disc_tokens": disc_tokens,
+        "disc_correct": ops.sum(ops.cast(ops.equal(predicted, replaced), "float32") * tokens),
+        "replaced": ops.sum(replaced), "predicted_replaced": ops.sum(predicted),
+        "true_replaced": ops.sum(predicted * replaced),
+        "examples": ops.cast(ops.shape(logits)[0], "float32"),
+    }
