@@ -56,15 +56,13 @@ class ElectraTask:
     sums: tuple[str, ...] = ELECTRA_SUMS
 
     def build(self):
-        from bert_cli.runs import model_dtype, with_loss_scaling
+        from bert_cli.pretraining import task_optimizer
+        from bert_cli.runs import model_dtype
         from models.electra import build_electra
-        from models.optimization import build_optimizer
 
         model = build_electra(self.config, self.generator_fraction, dtype=model_dtype(self.precision),
                               seed=self.seed)
-        optimizer = build_optimizer(self.optimizer, self.learning_rate, self.train_steps, self.warmup_steps,
-                                    self.weight_decay, bias_correction=self.bias_correction)
-        return model, with_loss_scaling(optimizer, self.precision)
+        return model, task_optimizer(self)
 
     def train_dataset(self, input_context, start_step: int):
         return self.train_input(input_context, start_step)
@@ -75,17 +73,10 @@ class ElectraTask:
     def compute(self, model, batch, training: bool) -> dict:
         import tensorflow as tf
 
+        from bert_cli.pretraining import record_inputs
         from models.electra import electra_losses
 
-        inputs = {
-            "token_ids": tf.cast(batch["input_ids"], tf.int32),
-            "segment_ids": tf.cast(batch["segment_ids"], tf.int32),
-            "padding_mask": tf.cast(batch["input_mask"], tf.int32),
-            "masked_lm_positions": tf.cast(batch["masked_lm_positions"], tf.int32),
-            "masked_lm_ids": tf.cast(batch["masked_lm_ids"], tf.int32),
-            "masked_lm_weights": batch["masked_lm_weights"],
-        }
-        outputs = model(inputs, training=training)
+        outputs = model(record_inputs(batch, labels=True), training=training)
         values = electra_losses(outputs, {**batch, "padding_mask": batch["input_mask"]}, self.discriminator_weight)
         result = {key: values[key] for key in self.sums if key != "tokens"}
         result["tokens"] = tf.reduce_sum(tf.cast(batch["input_mask"], tf.float32))

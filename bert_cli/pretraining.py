@@ -54,16 +54,11 @@ class PretrainTask:
     sums: tuple[str, ...] = PRETRAIN_SUMS
 
     def build(self):
-        from bert_cli.runs import model_dtype, with_loss_scaling
-        from models.optimization import build_optimizer
+        from bert_cli.runs import model_dtype
         from models.pretraining import build_pretrainer
 
         model = build_pretrainer(self.config, next_sentence=self.next_sentence, dtype=model_dtype(self.precision))
-        optimizer = build_optimizer(
-            self.optimizer, self.learning_rate, self.train_steps, self.warmup_steps, self.weight_decay,
-            bias_correction=self.bias_correction,
-        )
-        return model, with_loss_scaling(optimizer, self.precision)
+        return model, task_optimizer(self)
 
     def train_dataset(self, input_context, start_step: int):
         return self.train_input(input_context, start_step)
@@ -76,13 +71,7 @@ class PretrainTask:
 
         from models.pretraining import pretraining_losses
 
-        inputs = {
-            "token_ids": tf.cast(batch["input_ids"], tf.int32),
-            "segment_ids": tf.cast(batch["segment_ids"], tf.int32),
-            "padding_mask": tf.cast(batch["input_mask"], tf.int32),
-            "masked_lm_positions": tf.cast(batch["masked_lm_positions"], tf.int32),
-        }
-        outputs = model(inputs, training=training)
+        outputs = model(record_inputs(batch), training=training)
         if not self.next_sentence:  # a model with an NSP head evaluated on records without labels
             outputs = {key: value for key, value in outputs.items() if key != "nsp_logits"}
         values = pretraining_losses(outputs, batch)
@@ -114,6 +103,33 @@ class PretrainTask:
             metrics["nsp_accuracy"] = totals.get("nsp_correct", 0.0) / examples
         metrics = {"loss": metrics["mlm_loss"] + metrics.get("nsp_loss", 0.0), **metrics}
         return metrics
+
+
+def record_inputs(batch: dict, labels: bool = False) -> dict:
+    """A batch of records as the pre-training models' int32 inputs; with ``labels`` also the
+    masked-LM labels (``masked_lm_ids``, ``masked_lm_weights``) that ELECTRA's model takes."""
+    import tensorflow as tf
+
+    inputs = {
+        "token_ids": tf.cast(batch["input_ids"], tf.int32),
+        "segment_ids": tf.cast(batch["segment_ids"], tf.int32),
+        "padding_mask": tf.cast(batch["input_mask"], tf.int32),
+        "masked_lm_positions": tf.cast(batch["masked_lm_positions"], tf.int32),
+    }
+    if labels:
+        inputs["masked_lm_ids"] = tf.cast(batch["masked_lm_ids"], tf.int32)
+        inputs["masked_lm_weights"] = batch["masked_lm_weights"]
+    return inputs
+
+
+def task_optimizer(task):
+    """The optimizer a pre-training task's schedule and precision call for (with loss scaling for fp16)."""
+    from bert_cli.runs import with_loss_scaling
+    from models.optimization import build_optimizer
+
+    optimizer = build_optimizer(task.optimizer, task.learning_rate, task.train_steps, task.warmup_steps,
+                                task.weight_decay, bias_correction=task.bias_correction)
+    return with_loss_scaling(optimizer, task.precision)
 
 
 # ----------------------------------------------------------------------------

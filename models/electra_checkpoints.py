@@ -501,7 +501,7 @@ def assign_from_electra_checkpoint(checkpoint: ElectraCheckpoint, model_or_backb
     for mapping in checkpoint.mappings:
         if mapping.part not in parts:
             continue
-        variable = _ours(variables, mapping)
+        variable = checkpoints._ours(variables, mapping)
         if int(np.prod(variable.shape)) != int(np.prod(mapping.shape)):
             raise ModelError(f"model: {mapping.ours} is {checkpoints._shape(variable.shape)}, the checkpoint's "
                              f"{mapping.original} {checkpoints._shape(mapping.shape)}")
@@ -535,15 +535,6 @@ def electra_weights(model, config: BertConfig | None = None) -> dict[str, np.nda
     head = isinstance(model, ElectraPretrainer)
     weights = {}
     for mapping in electra_variable_mappings(config, generator_shape, head=head):
-        value = np.asarray(_ours(variables, mapping).numpy(), dtype=np.float32)
+        value = np.asarray(checkpoints._ours(variables, mapping).numpy(), dtype=np.float32)
         weights[mapping.original] = mapping.to_original(value)
     return weights
-
-
-def _ours(variables: dict, mapping: VariableMapping):
-    try:
-        return variables[mapping.ours]
-    except KeyError:
-        # Only a keras-hub release that renamed its layers gets here.
-        raise RuntimeError(f"no Keras variable {mapping.ours!r} for {mapping.original}; "
-                           f"the model has {sorted(variables)[:5]}...") from None
