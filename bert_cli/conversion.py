@@ -238,7 +238,7 @@ def open_preset(path: str | Path, option: str = "--init") -> ModelDir:
     from models.config import BertConfig
 
     path = Path(path)
-    spec = _read_json(path / PRESET_CONFIG)
+    spec = read_json_object(path / PRESET_CONFIG)
     if spec.get("class_name") != "BertBackbone" or not isinstance(spec.get("config"), dict):
         raise UserError(f"{option} {path}: is a keras-hub preset of {spec.get('class_name')!r}, not of BertBackbone")
     values = spec["config"]
@@ -263,7 +263,7 @@ def open_preset(path: str | Path, option: str = "--init") -> ModelDir:
     if len(vocab) != config.vocab_size:
         raise UserError(f"{vocab_path}: has {len(vocab):,} tokens but the preset's vocabulary_size is "
                         f"{config.vocab_size:,}")
-    tokenizer = _read_json(path / PRESET_TOKENIZER) if (path / PRESET_TOKENIZER).is_file() else {}
+    tokenizer = read_json_object(path / PRESET_TOKENIZER) if (path / PRESET_TOKENIZER).is_file() else {}
     lowercase = tokenizer.get("config", {}).get("lowercase")
     if lowercase is None:
         lowercase = resolve_lowercase(vocab, None)
@@ -277,7 +277,8 @@ def open_preset(path: str | Path, option: str = "--init") -> ModelDir:
     return ModelDir(path=path, config=config, vocab_path=vocab_path, task=task, weights_path=scratch)
 
 
-def _read_json(path: Path) -> dict:
+def read_json_object(path: Path) -> dict:
+    """A JSON file that must hold an object; every failure is one UserError naming the file."""
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -375,11 +376,11 @@ def convert(
     started = time.perf_counter()
     kind = _source_kind(source, config_path, vocab_path, to_format)
     _check_target(source, target, overwrite)
-    if kind == "original" and electra_prefix(source):
+    electra = electra_prefix(source) if kind == "original" else None
+    if electra:
         from bert_cli.electra_conversion import electra_to_model
 
-        result = electra_to_model(source, electra_prefix(source), target, config_path, vocab_path, lowercase,
-                                  overwrite)
+        result = electra_to_model(source, electra, target, config_path, vocab_path, lowercase, overwrite)
     elif kind == "original":
         result = _original_to_model(source, target, config_path, vocab_path, lowercase, overwrite)
     elif kind == "huggingface":

@@ -23,12 +23,13 @@ has only those is refused with the file named; safetensors only.
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 from pathlib import Path
 
+from bert_cli.conversion import read_json_object
 from bert_cli.errors import UserError
 from bert_cli.model_dir import ModelDir
+from bert_cli.runs import write_json
 
 HF_CONFIG = "config.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
@@ -67,16 +68,6 @@ def _case(lowercase: bool) -> str:
     return "uncased" if lowercase else "cased"
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"{path}: cannot be read as JSON ({error})") from None
-    if not isinstance(value, dict):
-        raise UserError(f"{path}: expected a JSON object")
-    return value
-
-
 # ----------------------------------------------------------------------------
 # Reading a Transformers directory
 # ----------------------------------------------------------------------------
@@ -112,7 +103,7 @@ def resolve_huggingface(path: str | Path, option: str, lowercase: bool | None = 
     from models.huggingface import SafetensorsFiles, config_from_hf, inspect_hf
 
     path = Path(path)
-    values = _read_json(path / HF_CONFIG)
+    values = read_json_object(path / HF_CONFIG)
     config, notes = config_from_hf(values, f"{option} {path / HF_CONFIG}")
     _refuse_pickles(path, option)
     files = SafetensorsFiles(path)
@@ -131,7 +122,7 @@ def _vocabulary(path: Path, option: str) -> Path:
     """``vocab.txt``, or one written from ``tokenizer.json``'s WordPiece vocabulary (ids in order) if only that."""
     if (path / "vocab.txt").is_file():
         return path / "vocab.txt"
-    model = _read_json(path / TOKENIZER_JSON).get("model") if (path / TOKENIZER_JSON).is_file() else None
+    model = read_json_object(path / TOKENIZER_JSON).get("model") if (path / TOKENIZER_JSON).is_file() else None
     if not isinstance(model, dict) or model.get("type") != "WordPiece" or not isinstance(model.get("vocab"), dict):
         raise UserError(f"{option} {path}: has no vocab.txt (nor a WordPiece tokenizer.json); a BERT checkpoint's "
                         "vocabulary is needed: save the tokenizer with the model (tokenizer.save_pretrained)")
@@ -162,11 +153,11 @@ def _refuse_pickles(path: Path, option: str) -> None:
 def _declared_casing(path: Path) -> tuple[bool | None, Path | None, object]:
     """``do_lower_case`` from tokenizer_config.json, else the BertNormalizer of tokenizer.json; and strip_accents."""
     if (path / TOKENIZER_CONFIG).is_file():
-        values = _read_json(path / TOKENIZER_CONFIG)
+        values = read_json_object(path / TOKENIZER_CONFIG)
         if isinstance(values.get("do_lower_case"), bool):
             return values["do_lower_case"], path / TOKENIZER_CONFIG, values.get("strip_accents")
     if (path / TOKENIZER_JSON).is_file():
-        normalizer = _read_json(path / TOKENIZER_JSON).get("normalizer") or {}
+        normalizer = read_json_object(path / TOKENIZER_JSON).get("normalizer") or {}
         for step in normalizer.get("normalizers", [normalizer]):
             if isinstance(step, dict) and step.get("type") == "BertNormalizer" and isinstance(step.get("lowercase"),
                                                                                                 bool):
@@ -326,7 +317,7 @@ def model_to_huggingface(source_path: Path, target: Path, lowercase: bool | None
     values = config_to_hf(model_dir.config, architecture, vocab.pad_id, extra)
     with atomic_directory(target, overwrite) as scratch:
         write_safetensors(weights, scratch / WEIGHTS_FILE)
-        _write_json(scratch / HF_CONFIG, values)
+        write_json(scratch / HF_CONFIG, values, sort_keys=True)
         shutil.copyfile(model_dir.vocab_path, scratch / "vocab.txt")
         _write_tokenizer_files(scratch, casing, model_dir.config.max_position_embeddings)
     return ConversionResult(
@@ -381,20 +372,16 @@ def _array(variable):
     return np.asarray(variable.numpy(), dtype=np.float32)
 
 
-def _write_json(path: Path, value: dict) -> None:
-    path.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
 def _write_tokenizer_files(directory: Path, lowercase: bool, max_length: int) -> None:
     """tokenizer_config.json and special_tokens_map.json of a BertTokenizer with our casing."""
     from data.tokenization import CLS_TOKEN, MASK_TOKEN, PAD_TOKEN, SEP_TOKEN, UNK_TOKEN
 
     specials = {"unk_token": UNK_TOKEN, "sep_token": SEP_TOKEN, "pad_token": PAD_TOKEN, "cls_token": CLS_TOKEN,
                 "mask_token": MASK_TOKEN}
-    _write_json(directory / TOKENIZER_CONFIG, {
+    write_json(directory / TOKENIZER_CONFIG, sort_keys=True, value={
         "tokenizer_class": "BertTokenizer", "do_lower_case": lowercase,
         # None: accents are stripped exactly when lower-casing, as the original tokenizer does.
         "strip_accents": None, "tokenize_chinese_chars": True, "do_basic_tokenize": True,
         "model_max_length": max_length, "clean_up_tokenization_spaces": True, **specials,
     })
-    _write_json(directory / SPECIAL_TOKENS_MAP, specials)
+    write_json(directory / SPECIAL_TOKENS_MAP, specials, sort_keys=True)

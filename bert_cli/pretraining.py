@@ -308,10 +308,10 @@ def resolve_config(model: str, vocab_size: int):
 
 
 def _huggingface_config(path: Path):
-    from bert_cli.huggingface import _read_json
+    from bert_cli.conversion import read_json_object
     from models.huggingface import config_from_hf
 
-    return config_from_hf(_read_json(path), f"--model {path}")[0]
+    return config_from_hf(read_json_object(path), f"--model {path}")[0]
 
 
 def _run_signature(options: PretrainOptions, config, vocab_sha: str) -> dict:
