@@ -33,6 +33,7 @@ _FORMATS = {
     "mcc": ("MCC", "{:.4f}"),
     "pearson": ("Pearson", "{:.4f}"),
     "spearman": ("Spearman", "{:.4f}"),
+    "agreement": ("agree", "{:.2%}"),
     "examples_per_second": ("ex/s", "{:,.1f}"),
     "tokens_per_second": ("tok/s", "{:,.0f}"),
     "learning_rate": ("lr", "{:.2e}"),
@@ -40,7 +41,8 @@ _FORMATS = {
 
 
 # Held-out scores (higher is better) that plot_curves draws beside the accuracies.
-_SCORES = ("accuracy", "macro_f1", "f1", "exact_match", "precision", "recall", "mcc", "pearson", "spearman")
+_SCORES = ("accuracy", "macro_f1", "f1", "exact_match", "precision", "recall", "mcc", "pearson", "spearman",
+           "agreement")
 
 
 def format_metrics(metrics: dict, keys: tuple[str, ...] | None = None) -> str:

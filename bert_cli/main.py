@@ -19,6 +19,7 @@ from bert_cli.commands import (
     convert,
     corpus,
     demo,
+    distill,
     evaluate,
     export,
     inspect,
@@ -138,6 +139,7 @@ finetune.command("squad")(finetune_commands.squad_command)
 finetune.command("classify")(finetune_commands.classify_command)
 finetune.command("tag")(finetune_commands.tag_command)
 app.add_typer(finetune)
+app.command("distill")(distill.distill_command)
 score_app = typer.Typer(
     name="score",
     help="Score predictions as the official evaluation scripts do: squad.",

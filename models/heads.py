@@ -264,3 +264,38 @@ def span_losses(start_logits, end_logits, start_positions, end_positions) -> dic
         "end_correct": hits(end_logits, end_positions),
         "examples": ops.cast(ops.shape(start_logits)[0], "float32"),
     }
+
+
+# ----------------------------------------------------------------------------
+# Distillation (bert distill): the student learns the teacher's distributions
+# ----------------------------------------------------------------------------
+
+
+def soft_targets(teacher_logits, temperature: float):
+    """The teacher's distribution at ``temperature`` (numpy or tensors, classes on the last axis).
+
+    Positions whose logits are all ``-inf`` in a class axis cannot occur here:
+    callers mask positions with ``-inf`` only along the axis they normalise.
+    """
+    return ops.softmax(ops.cast(teacher_logits, "float32") / temperature, axis=-1)
+
+
+def distillation_divergence(student_logits, teacher_probabilities, temperature: float):
+    """KL(teacher || student) at ``temperature``, times T², per row: [..., C] -> [...].
+
+    Hinton et al. (2015) scale the soft loss by T² so that its gradients keep
+    their size when the temperature changes; at T = 1 this is the plain KL,
+    which differs from the soft cross-entropy only by the teacher's entropy (a
+    constant: same gradients, but 0 when the student matches, easier to read).
+    Classes the teacher gives probability 0 (masked positions) add nothing.
+    """
+    p = ops.cast(teacher_probabilities, "float32")
+    log_q = ops.log_softmax(ops.cast(student_logits, "float32") / temperature, axis=-1)
+    log_p = ops.log(ops.maximum(p, 1e-30))
+    return ops.sum(ops.where(p > 0, p * (log_p - log_q), 0.0), axis=-1) * (temperature * temperature)
+
+
+def agreement(student_logits, teacher_probabilities):
+    """1.0 where the student's best class is the teacher's best class: [..., C] -> [...]."""
+    same = ops.equal(ops.argmax(student_logits, axis=-1), ops.argmax(teacher_probabilities, axis=-1))
+    return ops.cast(same, "float32")

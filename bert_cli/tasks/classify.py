@@ -271,6 +271,130 @@ def report(result, options: Options) -> None:
 
 
 # ----------------------------------------------------------------------------
+# bert distill
+# ----------------------------------------------------------------------------
+
+
+def _unlabeled(dataset):
+    """``dataset`` with its labels dropped: unlabeled inputs may come from a labelled file, labels unseen."""
+    from data import classification
+
+    examples = [dataclasses.replace(example, label=None) for example in dataset.examples]
+    return classification.Dataset(dataset.path, examples, dataset.columns)
+
+
+def _plain_lines(path: Path, columns):
+    """A ``.txt`` file as one text per line (blank lines skipped), for a single-sentence teacher."""
+    from data import classification
+    from data.textio import iter_lines
+
+    examples = [classification.Example(line.strip(), None, None, number)
+                for number, line in enumerate(iter_lines(path), start=1) if line.strip()]
+    if not examples:
+        raise UserError(f"{path}: the file is empty; it needs one text per line")
+    return classification.Dataset(path, examples, columns)
+
+
+class Distillation:
+    """``bert distill`` of a classifier: per example, the teacher's class distribution (its score for regression).
+
+    Unlabeled files are read with the teacher's text column(s) (TSV/CSV/JSONL, or
+    for a single-sentence teacher a ``.txt`` file with one text per line); any
+    labels they hold are ignored. Soft loss: KL at the temperature, times T²
+    (mean squared error to the teacher's score for regression); agreement: the
+    share of examples whose predicted label is the teacher's (Pearson
+    correlation with the teacher's scores for regression).
+    """
+
+    SUMS = ("loss", "agree", "judged", "examples")
+    TOKEN_KEYS = ("input_ids", "input_mask", "segment_ids")
+
+    def __init__(self, task: dict) -> None:
+        self.task = task
+        self.regression = bool(task.get("regression"))
+
+    def recipe(self, common) -> Recipe:
+        t = self.task
+        labels = tuple(t.get("labels") or ()) or None
+        options = Options(train=Path("-"), text_column=t.get("text_column"),
+                          text_pair_column=t.get("text_pair_column"), label_column=t.get("label_column"),
+                          labels=labels, regression=self.regression)
+        return Recipe(options, common)
+
+    def _read(self, path: Path, require_labels: bool):
+        from data import classification
+
+        t = self.task
+        columns = classification.Columns(t.get("text_column"), t.get("text_pair_column"), t.get("label_column"))
+        name = path.name[:-3] if path.name.endswith(".gz") else path.name
+        if not require_labels and name.endswith(".txt"):
+            if columns.text_pair is not None:
+                raise UserError(f"{path}: a .txt file holds one text per line, but the teacher classifies pairs "
+                                f"({columns.text} + {columns.text_pair}); give TSV, CSV or JSONL with both columns")
+            return _plain_lines(path, columns)
+        dataset = classification.read_dataset(path, columns.text, columns.text_pair,
+                                              columns.label if require_labels else None,
+                                              require_labels=require_labels)
+        if columns.text_pair is not None and dataset.columns.text_pair is None:
+            raise UserError(f"{path}: has no {columns.text_pair!r} column (the teacher classifies pairs)")
+        return dataset
+
+    def read(self, recipe: Recipe, unlabeled: list[Path], train: Path | None, dev: Path | None) -> None:
+        from data import classification
+
+        recipe.labels = list(self.task.get("labels") or []) or None
+        parts = [_unlabeled(self._read(path, False)) for path in unlabeled]
+        examples = [example for part in parts for example in part.examples]
+        recipe.datasets["unlabeled"] = classification.Dataset(parts[0].path, examples, parts[0].columns)
+        for split, path in (("labeled", train), ("dev", dev)):
+            if path is None:
+                continue
+            dataset = self._read(Path(path), True)
+            if self.regression:
+                classification.regression_targets(dataset)
+            else:
+                classification.check_labels(dataset, recipe.labels, "the teacher's labels")
+            recipe.datasets[split] = dataset
+
+    def teacher_outputs(self, model, batch) -> dict:
+        return {"scores": model(model_inputs(batch), training=False)}  # [B, L] logits, or [B] scores
+
+    def targets(self, teacher_view, outputs: dict, student, split: str, temperature: float) -> dict:
+        scores = outputs["scores"].astype(np.float32)
+        if self.regression:
+            return {"teacher_scores": scores}  # [N]
+        return {"teacher_probabilities": np.exp(log_softmax(scores.astype(np.float64) / temperature))
+                .astype(np.float32)}  # [N, L]
+
+    def compute(self, model, batch, temperature: float, training: bool) -> dict:
+        import keras
+        from keras import ops
+
+        from models.heads import agreement, distillation_divergence
+
+        outputs = model(model_inputs(batch), training=training)
+        hard = ops.cast(batch["hard_weight"], "float32")  # [B]
+        size = ops.cast(ops.shape(outputs)[0], "float32")
+        if self.regression:
+            soft = ops.mean(ops.square(outputs - batch["teacher_scores"]))
+            hard_loss = ops.sum(hard * ops.square(outputs - batch["label"])) / size
+            return {"loss": soft + hard_loss, "agree": ops.zeros(()), "judged": ops.zeros(()), "examples": size}
+        soft = ops.mean(distillation_divergence(outputs, batch["teacher_probabilities"], temperature))
+        labels = ops.cast(batch["label"], "int32")
+        hard_loss = ops.sum(hard * keras.losses.sparse_categorical_crossentropy(labels, outputs, from_logits=True))
+        return {"loss": soft + hard_loss / size, "agree": ops.sum(agreement(outputs, batch["teacher_probabilities"])),
+                "judged": size, "examples": size}
+
+    def agreement(self, student, student_outputs: dict, teacher_view, teacher_outputs: dict) -> float:
+        from data import metrics
+
+        ours, theirs = student_outputs["scores"], teacher_outputs["scores"]
+        if self.regression:
+            return metrics.pearson(theirs, ours)
+        return float(np.mean(ours.argmax(axis=-1) == theirs.argmax(axis=-1)))
+
+
+# ----------------------------------------------------------------------------
 # A fine-tuned model directory
 # ----------------------------------------------------------------------------
 
