@@ -1,6 +1,6 @@
 """`bert make-data` speed and memory against pure tokenization of the same corpus.
 
-    .venv/bin/python benchmarks/make_data.py [--corpus FILE] [--vocab FILE] [--repeats 3] [--skip-8x]
+    .venv/bin/python benchmarks/make_data.py [--corpus FILE] [--vocab FILE] [--repeats 3] [--skip-8x] [--beam]
 
 Every measurement runs in a fresh interpreter (this script started again with
 ``--child``), with TensorFlow imported before the clock starts. The parent samples the resident memory of
@@ -14,6 +14,13 @@ the child's whole process tree (main process, forkserver, workers) every
 * ``make-data --workers N``: one ``create_pretraining_data`` call with the
   issue's recipe (seq 128, dupe factor 5, everything else default): reading,
   tokenizing, worker start-up, instances, masks, encoding, writing.
+
+* ``make-data --runner beam --workers N`` (with ``--beam``): the same call as an
+  Apache Beam pipeline on the DirectRunner's N worker processes, which start
+  Python, Beam and TensorFlow each and build their own tokenizer inside the
+  timing (the launching process's is built before, as for the others). Beam on
+  one machine is expected to be slower than the local command; the point of
+  it is the cluster, and these rows say what the same code costs here.
 
 Both build and trace the tokenizer before the clock starts (about 2-3 s, the
 same for both; reported once). One more make-data run on the 1x corpus
@@ -102,6 +109,21 @@ def child_tokenize(corpus: Path, vocab_path: Path, threads: int) -> dict:
     return {"seconds": seconds, "cpu": _tree_cpu(os.getpid()) - cpu, "setup": setup, "tokens": tokens}
 
 
+def child_make_data_beam(corpus: Path, vocab_path: Path, workers: int, output: Path) -> dict:
+    """One ``create_pretraining_data_beam`` call on the DirectRunner's ``workers`` processes."""
+    import tensorflow  # noqa: F401
+
+    from data.beam_pipeline import create_pretraining_data_beam
+    from data.pretraining_data import PretrainingDataOptions
+
+    _warm_tokenizer(vocab_path)
+    options = PretrainingDataOptions(max_seq_length=128, dupe_factor=5)
+    cpu, started = _tree_cpu(os.getpid()), time.perf_counter()
+    report = create_pretraining_data_beam([corpus], vocab_path, output, options, workers=workers, overwrite=True)
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "cpu": _tree_cpu(os.getpid()) - cpu, "instances": report.instances}
+
+
 def child_make_data(corpus: Path, vocab_path: Path, workers: int, output: Path, cold: bool = False) -> dict:
     """One ``create_pretraining_data`` call, the tokenizer built beforehand (unless ``cold``)."""
     import tensorflow  # noqa: F401
@@ -182,6 +204,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--skip-8x", action="store_true", help="skip the run on the corpus repeated 8 times")
+    parser.add_argument("--beam", action="store_true",
+                        help="also make the data with --runner beam (the DirectRunner on each --workers)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -189,6 +213,8 @@ def main() -> None:
         kind, corpus, vocab = args.child[0], Path(args.child[1]), Path(args.child[2])
         if kind == "tokenize":
             result = child_tokenize(corpus, vocab, int(args.child[3]))
+        elif kind == "beam":
+            result = child_make_data_beam(corpus, vocab, int(args.child[3]), Path(args.child[5]))
         else:
             result = child_make_data(corpus, vocab, int(args.child[3]), Path(args.child[5]), args.child[4] == "cold")
         print(json.dumps(result))
@@ -218,6 +244,9 @@ def main() -> None:
             for workers in args.workers:
                 plan.append((label, f"make-data --workers {workers}",
                              ["make-data", str(corpus), str(args.vocab), str(workers), "warm"]))
+                if args.beam:
+                    plan.append((label, f"beam --workers {workers}",
+                                 ["beam", str(corpus), str(args.vocab), str(workers), "warm"]))
         # What a user waits for: the tokenizer build in the timing on both sides.
         plan.append(("1x", f"cold make-data --workers {most}",
                      ["make-data", str(args.corpus), str(args.vocab), str(most), "cold"]))
@@ -253,6 +282,13 @@ def main() -> None:
                   f"{run['seconds'] / tokenize['seconds']:.2f}x tokenization time (goal <= 2x), "
                   f"CPU {run['cpu'] / run['instances'] * 1e6:.1f} us per instance; "
                   f"peak RSS {run['peak_rss_mb']:,.0f} MB")
+        for workers in args.workers if args.beam else ():
+            beam, ours = summary[label, f"beam --workers {workers}"], summary[label, f"make-data --workers {workers}"]
+            print(f"  make-data --runner beam --workers {workers} (DirectRunner): {beam['seconds']:.2f} s "
+                  f"{[round(r['seconds'], 2) for r in results[label, f'beam --workers {workers}']]}, "
+                  f"{beam['instances'] / beam['seconds']:,.0f} instances/s = {beam['seconds'] / ours['seconds']:.2f}x "
+                  f"the local command's time, CPU {beam['cpu'] / beam['instances'] * 1e6:.1f} us per instance; "
+                  f"peak RSS {beam['peak_rss_mb']:,.0f} MB")
         if most > 1:
             threaded = summary[label, f"tokenize x{most}"]
             print(f"  tokenization on {most} threads: {threaded['seconds']:.2f} s, "

@@ -65,6 +65,8 @@ generators, seeded from ``(seed, chunk index)``; chunk boundaries depend only
 on the text and the options. So the output is byte-identical whatever the
 number of worker processes. Instances are dealt round-robin over the output
 shards in chunk order, so every shard mixes every part of the corpus.
+:mod:`data.beam_pipeline` makes the same chunks, through the same per-chunk
+code with the same seeds, as an Apache Beam pipeline.
 
 Tokenization runs in the main process (the TensorFlow tokenizer, on batches);
 instance creation and masking (loops compiled with numba, in
@@ -218,24 +220,39 @@ def read_documents(
     A document never spans two files.
     """
     for path in files:
-        lines = iter_lines(path, on_bytes)
-        if input_format == "paragraphs":
-            from data.sentences import paragraphs_to_documents
+        yield from documents_of_lines(iter_lines(path, on_bytes), input_format)
 
-            yield from paragraphs_to_documents(lines)
-            continue
-        document: list[str] = []
-        for line in lines:
-            if line.strip():
-                document.append(line)
-            elif document:
-                yield document
-                document = []
-        if document:
+
+def documents_of_lines(lines: Iterable[str], input_format: str = "lines") -> Iterator[list[str]]:
+    """The documents of one file's lines (see :func:`read_documents`).
+
+    Both runners cut documents here, so the Beam pipeline, which reads each
+    file whole in one worker, finds exactly the documents this command does.
+    """
+    if input_format == "paragraphs":
+        from data.sentences import paragraphs_to_documents
+
+        yield from paragraphs_to_documents(lines)
+        return
+    document: list[str] = []
+    for line in lines:
+        if line.strip():
+            document.append(line)
+        elif document:
             yield document
+            document = []
+    if document:
+        yield document
 
 
-def chunk_documents(documents: Iterable[list[str]], chunk_chars: int) -> Iterator[list[list[str]]]:
+def document_chars(document: Sequence[str]) -> int:
+    """A document's size for chunking: its characters, one line end per sentence included."""
+    return sum(len(sentence) + 1 for sentence in document)
+
+
+def chunk_documents(
+    documents: Iterable, chunk_chars: int, chars_of: Callable[[object], int] = document_chars
+) -> Iterator[list]:
     """Groups documents into chunks of about ``chunk_chars`` characters (see the module docstring).
 
     A chunk closes after the document that brings it to ``chunk_chars``
@@ -243,13 +260,17 @@ def chunk_documents(documents: Iterable[list[str]], chunk_chars: int) -> Iterato
     chunk joins the one before when it has fewer documents than that. So
     every chunk has that many documents to draw random next segments from
     (unless the whole corpus has fewer). Boundaries depend only on the text.
+
+    ``chars_of`` gives a document's size; the Beam pipeline plans its chunks
+    from the sizes alone (``chunk_documents(sizes, chunk_chars, int)``), so
+    both runners cut the corpus by this one rule.
     """
-    ready: list[list[str]] | None = None  # held back until we know it is not the last
-    current: list[list[str]] = []
+    ready: list | None = None  # held back until we know it is not the last
+    current: list = []
     size = 0
     for document in documents:
         current.append(document)
-        size += sum(len(sentence) + 1 for sentence in document)
+        size += chars_of(document)
         if size >= chunk_chars and len(current) >= MIN_CHUNK_DOCUMENTS:
             if ready is not None:
                 yield ready
@@ -486,6 +507,24 @@ def chunk_generators(seed: int, chunk_index: int) -> tuple[random.Random, np.ran
     return random.Random(python_seed), np.random.Generator(np.random.PCG64(masking))
 
 
+def chunk_batches(
+    chunk: TokenizedChunk, options: PretrainingDataOptions, vocab: VocabularyIds
+) -> Iterator[tuple[dict[str, np.ndarray], MaskingStats]]:
+    """A chunk's examples as batches of record features, in record order, with their counts.
+
+    Deterministic in the chunk's index: its instances are created, shuffled
+    and masked with the generators of :func:`chunk_generators`. The local
+    writer (:func:`process_chunk`) and the Beam pipeline both go through here,
+    so for the same seed they make the same records.
+    """
+    creation_rng, masking_rng = chunk_generators(options.seed, chunk.index)
+    instances = create_instances(chunk, options, creation_rng)
+    instances = instances[masking_rng.permutation(len(instances))]  # the original's final shuffle
+    batch = max(1, _MASK_BATCH_TOKENS // options.max_seq_length)
+    for start in range(0, len(instances), batch):
+        yield mask_instances(chunk.tokens, instances[start : start + batch], options, vocab, masking_rng)
+
+
 def process_chunk(
     chunk: TokenizedChunk,
     options: PretrainingDataOptions,
@@ -503,18 +542,12 @@ def process_chunk(
     worker's result then costs the main process a copy inside the kernel
     instead of a trip through a pipe.
     """
-    creation_rng, masking_rng = chunk_generators(options.seed, chunk.index)
-    instances = create_instances(chunk, options, creation_rng)
-    instances = instances[masking_rng.permutation(len(instances))]  # the original's final shuffle
-    batch = max(1, _MASK_BATCH_TOKENS // options.max_seq_length)
     pieces: list[list[memoryview]] = [[] for _ in range(groups)]
     group_bytes = np.zeros(groups, dtype=np.int64)
     group_counts = np.zeros(groups, dtype=np.int64)
     stats = MaskingStats()
-    for start in range(0, len(instances), batch):
-        features, batch_stats = mask_instances(
-            chunk.tokens, instances[start : start + batch], options, vocab, masking_rng
-        )
+    start = 0  # records of the chunk before this batch
+    for features, batch_stats in chunk_batches(chunk, options, vocab):
         rows = len(features["input_ids"])
         order = records.grouped_order(rows, groups, start)
         if groups > 1:
@@ -530,6 +563,7 @@ def process_chunk(
         group_bytes += size
         group_counts += count
         stats.add(batch_stats)
+        start += rows
     if compression == "gzip":
         pieces = [[records.gzip_member(b"".join(group))] for group in pieces]
         group_bytes = np.array([len(group[0]) for group in pieces], dtype=np.int64)
@@ -589,10 +623,16 @@ class PretrainingDataReport:
         return 1.0 - self.stats.real_tokens / slots if slots else 0.0
 
 
+def input_name(path: str | os.PathLike) -> str:
+    """How a dataset names an input: the absolute path of a local file, a URL (``gs://...``) as given."""
+    text = os.fspath(path)
+    return text if "://" in text else str(Path(text).resolve())
+
+
 def _dataset_identity(inputs, options, vocab, lowercase, num_shards, compression) -> dict:
     """What makes two runs the same dataset (an output dir holding another is refused)."""
     return {
-        "inputs": [str(Path(p).resolve()) for p in inputs],
+        "inputs": [input_name(p) for p in inputs],
         "options": dataclasses.asdict(options),
         "vocab_sha256": vocab.sha256,
         "lowercase": lowercase,
@@ -609,11 +649,29 @@ def _check_output(output: Path, identity: dict, overwrite: bool) -> list[Path]:
         return []
     old_shards = sorted(p for p in output.iterdir() if records.is_shard_name(p.name))
     manifest_path = output / records.MANIFEST_NAME
+    read_manifest = manifest_path.read_bytes if manifest_path.exists() else None
+    check_replaceable(output, identity, overwrite, read_manifest, [p.name for p in old_shards])
+    return old_shards
+
+
+def check_replaceable(
+    output: str | os.PathLike,
+    identity: dict,
+    overwrite: bool,
+    read_manifest: Callable[[], bytes] | None,
+    old_shards: Sequence[str],
+) -> None:
+    """Refuses an output holding a different dataset, or records without a manifest, unless ``overwrite``.
+
+    ``read_manifest`` reads the manifest there (None: there is none) and
+    ``old_shards`` names the record files there, so the same rule holds for a
+    local directory and for one on Cloud Storage (the Beam pipeline's).
+    """
     if overwrite:
-        return old_shards
-    if manifest_path.exists():
+        return
+    if read_manifest is not None:
         try:
-            previous = json.loads(manifest_path.read_text(encoding="utf-8")).get("dataset")
+            previous = json.loads(read_manifest().decode("utf-8")).get("dataset")
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
             previous = None
         if previous != identity:
@@ -624,10 +682,9 @@ def _check_output(output: Path, identity: dict, overwrite: bool) -> list[Path]:
             )
     elif old_shards:
         raise DataError(
-            f"--output {output}: holds record files ({old_shards[0].name}, ...) but no {records.MANIFEST_NAME}; "
+            f"--output {output}: holds record files ({old_shards[0]}, ...) but no {records.MANIFEST_NAME}; "
             "pass --overwrite to replace them or choose another directory"
         )
-    return old_shards
 
 
 def _started() -> None:
@@ -635,8 +692,9 @@ def _started() -> None:
 
 
 # What a run leaves in the output directory until it ends: shards under
-# temporary names and the workers' record files, each named with its pid.
-_LEFTOVER = re.compile(r"\.(?:chunks-(\d+)|part-\d+-of-\d+\.tfrecord(?:\.gz)?\.tmp-(\d+))")
+# temporary names, the workers' record files and the Beam pipeline's staging
+# directory, each named with its pid.
+_LEFTOVER = re.compile(r"\.(?:(?:chunks|beam)-(\d+)|part-\d+-of-\d+\.tfrecord(?:\.gz)?\.tmp-(\d+))")
 
 
 def _remove_leftovers(output: Path) -> None:
@@ -900,11 +958,11 @@ def _write_shards(
             for chunk in tokenized_chunks(documents, chunk_chars, tokenize, max(1, flow.workers)):
                 # Only a corpus of fewer than MIN_CHUNK_DOCUMENTS documents makes such a chunk.
                 if options.next_sentence_prediction and chunk.num_documents < 2:
-                    _too_few_documents(files, chunk.num_documents)
+                    raise too_few_documents(corpus_name(files), chunk.num_documents)
                 flow.add(chunk)
             flow.drain()
             if flow.progress.documents == 0:
-                _too_few_documents(files, 0)
+                raise too_few_documents(corpus_name(files), 0)
             return _publish(writer, output, old_shards)
     finally:
         if flow.pool is not None:
@@ -923,11 +981,16 @@ def _publish(writer: records.ShardWriter, output: Path, old_shards: list[Path]) 
     return shards, tuple(writer.counts)
 
 
-def _too_few_documents(files: Sequence[Path], found: int) -> None:
-    where = str(files[0]) if len(files) == 1 else f"{len(files)} input files"
+def corpus_name(files: Sequence[str | os.PathLike]) -> str:
+    """The corpus as errors name it: its one file, or how many files it has."""
+    return str(files[0]) if len(files) == 1 else f"{len(files)} input files"
+
+
+def too_few_documents(where: str, found: int) -> DataError:
+    """The error for a corpus with no document (``found`` 0) or, for next-sentence prediction, only one."""
     if found == 0:
-        raise DataError(f"{where}: no text to make examples from (empty, or only blank lines)")
-    raise DataError(
+        return DataError(f"{where}: no text to make examples from (empty, or only blank lines)")
+    return DataError(
         f"{where}: only one document; next-sentence prediction needs at least two. Separate documents "
         "with a blank line (--input-format lines) or pass --no-nsp"
     )
@@ -935,9 +998,27 @@ def _too_few_documents(files: Sequence[Path], found: int) -> None:
 
 def _write_manifest(report: PretrainingDataReport, identity: dict, vocab, files: Sequence[Path]) -> None:
     """Written last: a directory with a manifest holds a complete dataset."""
+    inputs = [(str(path), path.stat().st_size) for path in files]
+    shards = [(path.name, count, path.stat().st_size) for path, count in zip(report.shards, report.shard_counts)]
+    manifest = manifest_fields(report, identity, vocab, inputs, shards)
+    with atomic_path(report.manifest) as temporary:
+        temporary.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+
+
+def manifest_fields(
+    report: PretrainingDataReport,
+    identity: dict,
+    vocab,
+    inputs: Sequence[tuple[str, int]],
+    shards: Sequence[tuple[str, int, int]],
+) -> dict:
+    """The ``manifest.json`` of a run, for both runners.
+
+    ``inputs`` are (file, bytes) pairs, ``shards`` (name, records, bytes) triples.
+    """
     options = report.options
     stats = report.stats
-    manifest = {
+    return {
         "format_version": records.FORMAT_VERSION,
         "created_by": "bert make-data",
         "max_seq_length": options.max_seq_length,
@@ -948,7 +1029,7 @@ def _write_manifest(report: PretrainingDataReport, identity: dict, vocab, files:
         "vocab_size": len(vocab),
         "lowercase": report.lowercase,
         "options": dataclasses.asdict(options),
-        "inputs": [{"file": str(path), "bytes": path.stat().st_size} for path in files],
+        "inputs": [{"file": name, "bytes": size} for name, size in inputs],
         "counts": {
             "chunks": report.chunks,
             "documents": report.documents,
@@ -962,13 +1043,8 @@ def _write_manifest(report: PretrainingDataReport, identity: dict, vocab, files:
             "masked_kept": stats.kept,
             "masked_as_random_token": stats.random_token,
         },
-        "shards": [
-            {"file": path.name, "instances": count, "bytes": path.stat().st_size}
-            for path, count in zip(report.shards, report.shard_counts)
-        ],
+        "shards": [{"file": name, "instances": count, "bytes": size} for name, count, size in shards],
         "compression": identity["compression"],
         "dataset": identity,
         "seconds": round(report.seconds, 3),
     }
-    with atomic_path(report.manifest) as temporary:
-        temporary.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

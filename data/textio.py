@@ -15,7 +15,7 @@ import gzip
 import os
 import re
 import shutil
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator, Sequence
 
 from data.errors import DataError
@@ -76,10 +76,19 @@ def _open_binary(path: Path):
         raise DataError(f"{path}: permission denied; make the file readable") from None
     except OSError as error:
         raise DataError(f"{path}: cannot be read ({error.strerror})") from None
+    return decompressed(raw, path), raw
+
+
+def decompressed(raw, name: str | os.PathLike):
+    """``raw`` (an open binary file) itself, or a gzip reader over it for ``.gz`` names and gzip bytes.
+
+    ``name`` may be a URL (``gs://bucket/a.txt.gz``): the Beam pipeline opens
+    remote files with Beam's file systems and reads them through here.
+    """
     magic = raw.peek(2)[:2] if hasattr(raw, "peek") else b""
-    if path.suffix == ".gz" or magic == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=raw, mode="rb"), raw
-    return raw, raw
+    if PurePosixPath(os.fspath(name)).suffix == ".gz" or magic == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    return raw
 
 
 def iter_lines(path: Path, on_bytes: Callable[[int], None] | None = None) -> Iterator[str]:
@@ -92,6 +101,27 @@ def iter_lines(path: Path, on_bytes: Callable[[int], None] | None = None) -> Ite
     """
     stream, raw = _open_binary(path)
     reported = 0
+
+    def advance() -> None:
+        nonlocal reported
+        position = raw.tell()
+        if position - reported >= _PROGRESS_CHUNK:
+            on_bytes(position - reported)
+            reported = position
+
+    yield from stream_lines(stream, path, advance if on_bytes is not None else None)
+    if on_bytes is not None:
+        end = path.stat().st_size
+        if end > reported:
+            on_bytes(end - reported)
+
+
+def stream_lines(stream, name: str | os.PathLike, on_block: Callable[[], None] | None = None) -> Iterator[str]:
+    """The lines of an open binary ``stream`` (closed at the end), decoded and checked as :func:`iter_lines` says.
+
+    ``name`` is the file the errors name; ``on_block`` is called after each
+    block read (for progress).
+    """
     line_number = 0  # lines before the current block
     carry = b""  # a line cut by the block boundary
     try:
@@ -105,24 +135,17 @@ def iter_lines(path: Path, on_bytes: Callable[[int], None] | None = None) -> Ite
                     carry += block
                     continue
                 data, carry = carry + block[:cut], block[cut:]
-                yield from _decode_lines(path, data, line_number)
+                yield from _decode_lines(name, data, line_number)
                 line_number += data.count(b"\n")
-                if on_bytes is not None:
-                    position = raw.tell()
-                    if position - reported >= _PROGRESS_CHUNK:
-                        on_bytes(position - reported)
-                        reported = position
+                if on_block is not None:
+                    on_block()
             if carry:
-                yield from _decode_lines(path, carry + b"\n", line_number)
+                yield from _decode_lines(name, carry + b"\n", line_number)
     except (OSError, EOFError) as error:  # truncated or corrupt gzip
-        raise DataError(f"{path}: cannot be read ({error})") from None
-    if on_bytes is not None:
-        end = path.stat().st_size
-        if end > reported:
-            on_bytes(end - reported)
+        raise DataError(f"{name}: cannot be read ({error})") from None
 
 
-def _decode_lines(path: Path, data: bytes, before: int) -> list[str]:
+def _decode_lines(path: str | os.PathLike, data: bytes, before: int) -> list[str]:
     """The lines of ``data`` (whole lines, each ending in a newline), decoded and checked.
 
     One decode and one split for a whole block: a Python step per line is

@@ -7,10 +7,11 @@ import dataclasses
 import enum
 import os
 from pathlib import Path
-from typing import Iterator, List
+from typing import Iterator, List, Optional
 
 from bert_cli import console
-from bert_cli.commands.options import argument, as_tuple, command, option
+from bert_cli.commands.options import SCALE, argument, as_tuple, command, option
+from bert_cli.errors import UserError
 
 
 class InputFormat(str, enum.Enum):
@@ -21,6 +22,11 @@ class InputFormat(str, enum.Enum):
 class Compression(str, enum.Enum):
     none = "none"
     gzip = "gzip"
+
+
+class Runner(str, enum.Enum):
+    local = "local"
+    beam = "beam"
 
 
 def default_workers() -> int:
@@ -37,7 +43,8 @@ class MakeDataArgs:
         help="Text files or glob patterns (plain or .gz, UTF-8): one sentence per line, a blank line "
         "between documents (or paragraphs, with --input-format paragraphs).", cli_type=List[str], parse=as_tuple)
     vocab: Path = option(help="The vocab.txt to tokenize with (its manifest gives the casing).")
-    output: Path = option(help="Directory for the part-*.tfrecord shards and manifest.json.", flags=("--output", "-o"))
+    output: str = option(help="Directory for the part-*.tfrecord shards and manifest.json (with --runner beam also "
+                         "gs://... or another Beam file system).", flags=("--output", "-o"))
     max_seq_length: int = option(128, help="Tokens per example, [CLS] and [SEP] included.")
     max_predictions_per_seq: int = option(
         20, help="Most masked positions per example (the original: 20 for 128, 80 for 512).")
@@ -57,11 +64,19 @@ class MakeDataArgs:
     compression: Compression = option(Compression.none, help="Compress the shards.")
     workers: int | None = option(
         None, help="Processes making examples, and threads tokenizing (0: no processes, all in this one, "
-        "one tokenizer thread). Default: one per CPU.")
+        "one tokenizer thread); with --runner beam, the DirectRunner's worker processes. Default: one per CPU.")
     chunk_size_mb: float = option(
         1.0, help="Text per chunk, the unit of shuffling and of random next sentences (like one shard of the "
         "original's input). Changes the output.")
     overwrite: bool = option(False, help="Replace a different dataset already in --output.")
+    runner: Runner = option(
+        Runner.local, help="local: this machine's processes; beam: an Apache Beam pipeline (the package's beam "
+        "extra), on --workers local processes or, with --beam-option runner=..., a cluster. The same records.",
+        panel=SCALE)
+    beam_option: tuple[str, ...] = option(
+        (), help="A Beam pipeline option KEY=VALUE for --runner beam, repeatable: runner=DataflowRunner, "
+        "project=..., region=..., temp_location=gs://...", flags=("--beam-option",), panel=SCALE,
+        cli_type=Optional[List[str]], parse=as_tuple, cli_default=None, metavar="KEY=VALUE")
 
 
 def _make_data(args: MakeDataArgs) -> None:
@@ -71,7 +86,14 @@ def _make_data(args: MakeDataArgs) -> None:
     processed in chunks of about --chunk-size-mb of text, each like one run of the original on one
     shard (random next sentences come from the same chunk). Output is byte-identical for any
     --workers. Writes part-0000i-of-0000N.tfrecord[.gz] and manifest.json (written last).
+    --runner beam makes the same records with Apache Beam, locally or on Dataflow, Flink or Spark.
     """
+    if args.runner is Runner.local and args.beam_option:
+        raise UserError(f"--beam-option {args.beam_option[0]}: only used with --runner beam")
+    urls = [path for path in (*args.inputs, args.output) if "://" in path]
+    if args.runner is Runner.local and urls:
+        raise UserError(f"{urls[0]}: the local runner reads and writes local paths; pass --runner beam for "
+                        "gs:// and other Beam file systems")
     console.load_tensorflow()
     from data.pretraining_data import PretrainingDataOptions, create_pretraining_data
 
@@ -87,14 +109,35 @@ def _make_data(args: MakeDataArgs) -> None:
         input_format=args.input_format.value,
         chunk_size_mb=args.chunk_size_mb,
     )
+    workers = default_workers() if args.workers is None else args.workers
+    if args.runner is Runner.beam:
+        report = beam_library().create_pretraining_data_beam(
+            list(args.inputs), args.vocab, args.output, options, lowercase=args.lowercase,
+            num_shards=args.num_shards, compression=args.compression.value, workers=workers,
+            beam_option=args.beam_option, overwrite=args.overwrite,
+            on_start=lambda runner: console.info(f"making data with Apache Beam on {runner}; its log follows"),
+        )
+        render(report)
+        return
     with _progress() as display:
         report = create_pretraining_data(
             list(args.inputs), args.vocab, args.output, options, lowercase=args.lowercase,
-            num_shards=args.num_shards, compression=args.compression.value,
-            workers=default_workers() if args.workers is None else args.workers, overwrite=args.overwrite,
-            on_total=display.set_total, on_bytes=display.advance, on_progress=display.update,
+            num_shards=args.num_shards, compression=args.compression.value, workers=workers,
+            overwrite=args.overwrite, on_total=display.set_total, on_bytes=display.advance,
+            on_progress=display.update,
         )
     render(report)
+
+
+def beam_library():
+    """:mod:`data.beam_pipeline`, or a one-line UserError saying how to install Apache Beam."""
+    try:
+        from data import beam_pipeline
+    except ModuleNotFoundError as error:
+        if not (error.name or "").startswith("apache_beam"):
+            raise
+        raise UserError("--runner beam: Apache Beam is not installed; pip install -e '.[beam]'") from None
+    return beam_pipeline
 
 
 make_data_command = command(_make_data, MakeDataArgs)
