@@ -131,6 +131,58 @@ def read_conll(
     return TaggedFile(path, sentences, width, (token_index, tag_index))
 
 
+def read_tokens(path: str | os.PathLike, token_column: int = 0) -> TaggedFile:
+    """Reads only the tokens of a CoNLL-style file: text to tag, whose tags (if any) are never looked at.
+
+    A file of one field a row holds tokens alone; in a wider one the tokens
+    are in ``token_column`` (the other fields, tags or not, are skipped, so an
+    empty one is no error). The sentences have ``tags`` None. Raises DataError
+    naming the file for JSON (SQuAD or JSONL, not CoNLL), rows of another
+    width than the first, an empty token and a file without sentences.
+    """
+    path = existing_file(path, "pass a CoNLL file")
+    sentences: list[Sentence] = []
+    words: list[str] = []
+    lines: list[int] = []
+    width = first_line = token_index = None
+    for number, line in enumerate(iter_lines(path), start=1):
+        fields = _row_fields(line, number)
+        if fields is None:
+            _close_sentence(sentences, words, [], lines, False)
+            continue
+        if width is None:
+            _refuse_json(path, line)
+            width, first_line = len(fields), number
+            token_index = 0 if width == 1 else _token_index(path, width, token_column)
+        elif len(fields) != width:
+            raise DataError(f"{path}:{number}: {len(fields)} fields, expected {width} like line {first_line}; "
+                            "a token with a space needs a tab-separated file")
+        if not fields[token_index]:
+            raise DataError(f"{path}:{number}: empty token in column {token_index}")
+        words.append(fields[token_index])
+        lines.append(number)
+    _close_sentence(sentences, words, [], lines, False)
+    if not sentences:
+        raise DataError(f"{path}: no sentences; a CoNLL file has one token per line (tags optional), a blank line "
+                        "between sentences")
+    return TaggedFile(path, sentences, width, (token_index, None))
+
+
+def _refuse_json(path: Path, first_row: str) -> None:
+    """DataError for a JSON file (a SQuAD file, JSONL) given where CoNLL tokens are read."""
+    name = path.name[:-3] if path.name.endswith(".gz") else path.name
+    if name.endswith((".json", ".jsonl")) or first_row.lstrip("\ufeff ").startswith(('{"', "[{")):
+        raise DataError(f"{path}: is JSON, not CoNLL; give CoNLL files: one token per line (tags optional), "
+                        "a blank line between sentences")
+
+
+def _token_index(path: Path, width: int, token_column: int) -> int:
+    if not -width <= token_column < width:
+        raise DataError(f"{path}: rows have {width} fields but the tokens are read from column {token_column}; "
+                        "give a file of tokens alone or with the training file's columns")
+    return token_column % width
+
+
 def _row_fields(line: str, number: int) -> list[str] | None:
     """The fields of line ``number``; None for a line that ends a sentence (blank, or a ``-DOCSTART-`` mark)."""
     if number == 1 and line.startswith("\ufeff"):
@@ -436,6 +488,18 @@ def _pack_rows(rows: list[tuple[list[int], list[int], list[int]]], max_seq_lengt
         "label": label,
         "label_weights": weights,
     }
+
+
+def word_positions(features: TaggingFeatures) -> tuple[np.ndarray, np.ndarray]:
+    """Where each word of the file is predicted: its window [W] and its first piece's position there [W].
+
+    In word order over all sentences (W words in all): the cores tile each
+    sentence and the windows follow the sentences, so the windows' core words
+    in order are all the words in order, each once.
+    """
+    window = np.repeat(np.arange(len(features.windows)), [len(firsts) for firsts in features.first_pieces])
+    position = np.fromiter((p for firsts in features.first_pieces for p in firsts), np.int64, len(window))
+    return window.astype(np.int64), position
 
 
 def assemble(features: TaggingFeatures, predicted: np.ndarray, tagged: TaggedFile) -> list[list[int]]:

@@ -177,3 +177,41 @@ def test_bad_input_is_one_line_and_writes_nothing(runner, work, teacher, tmp_pat
     result = runner.invoke(app, _args(work, teacher, output, **changes))
     assert_one_line_error(result, expected)
     assert not output.exists() or not any(output.iterdir())
+
+
+class _Fixed:
+    """A stand-in model that returns fixed outputs whatever the batch."""
+
+    def __init__(self, outputs):
+        self.outputs = outputs
+
+    def __call__(self, inputs, training=False):
+        return self.outputs
+
+
+def test_regression_and_pair_distillation_by_hand(tmp_path):
+    from bert_cli.tasks.classify import Distillation
+
+    task = {"task": "classify", "labels": [], "regression": True, "pair": True, "text_column": "sentence1",
+            "text_pair_column": "sentence2", "label_column": "score"}
+    distillation = Distillation(task)
+    student = np.array([0.5, 2.0, -1.0], np.float32)
+    batch = {"input_ids": np.zeros((3, 4), np.int32), "segment_ids": np.zeros((3, 4), np.int32),
+             "input_mask": np.ones((3, 4), np.int32), "teacher_scores": np.array([1.0, 2.0, 0.0], np.float32),
+             "label": np.array([0.0, 3.0, 0.0], np.float32), "hard_weight": np.array([0.0, 0.5, 0.0], np.float32)}
+    values = distillation.compute(_Fixed(student), batch, 1.0, False)
+    soft = np.mean((student - batch["teacher_scores"]) ** 2)
+    hard = 0.5 * (2.0 - 3.0) ** 2 / 3
+    assert abs(float(values["loss"]) - (soft + hard)) < 1e-6 and float(values["judged"]) == 0
+    # A pair teacher needs both text columns in the unlabeled file; a .txt file of single texts is refused.
+    recipe = distillation.recipe(None)
+    write_tsv(tmp_path / "pairs.tsv", ["sentence1", "sentence2"], [("a b", "c d"), ("e", "f")])
+    distillation.read(recipe, [tmp_path / "pairs.tsv"], None, None)
+    examples = recipe.datasets["unlabeled"].examples
+    assert [(e.text, e.text_pair, e.label) for e in examples] == [("a b", "c d", None), ("e", "f", None)]
+    (tmp_path / "single.txt").write_text("a b\n", encoding="utf-8")
+    with pytest.raises(Exception, match="teacher classifies pairs"):
+        distillation.read(distillation.recipe(None), [tmp_path / "single.txt"], None, None)
+    teacher_scores = {"scores": np.array([0.1, 0.2, 0.3, 0.4])}
+    assert abs(distillation.agreement(None, {"scores": np.array([1.0, 2.0, 3.0, 4.0])}, None, teacher_scores)
+               - 1.0) < 1e-9

@@ -223,6 +223,132 @@ def report(result, options: Options) -> None:
 
 
 # ----------------------------------------------------------------------------
+# bert distill
+# ----------------------------------------------------------------------------
+
+
+class Distillation:
+    """``bert distill`` of a tagger: per word, the teacher's tag distribution.
+
+    Unlabeled files are CoNLL (tokens alone, or tokens and tags, which are
+    ignored), read with the teacher's token column. Teacher and student
+    tokenise and window every sentence on their own, so targets are aligned by
+    word: each word's teacher logits are read at its first piece in the
+    teacher window where it is in the core, and placed at its first piece in
+    the student window where it is in the core (every word once on each side).
+    Soft loss: KL at the temperature, times T², averaged over the words;
+    agreement: the share of words whose predicted tag is the teacher's.
+    """
+
+    SUMS = ("loss", "agree", "judged", "examples")  # judged: words; examples: windows
+    TOKEN_KEYS = ("input_ids", "input_mask", "segment_ids", "label", "label_weights", "teacher_probabilities",
+                  "teacher_weights")
+
+    def __init__(self, task: dict) -> None:
+        self.task = task
+
+    def recipe(self, common) -> Recipe:
+        t = self.task
+        options = Options(train=Path("-"), token_column=int(t.get("token_column", 0)),
+                          tag_column=int(t.get("tag_column", -1)))
+        return Recipe(options, common)
+
+    def read(self, recipe: Recipe, unlabeled: list[Path], train: Path | None, dev: Path | None) -> None:
+        """The unlabeled files (concatenated), ``--train`` and ``--dev`` into ``recipe.tagged``; the teacher's tags."""
+        from data import tagging
+
+        o = recipe.options
+        recipe.tags = list(self.task.get("labels") or [])
+        recipe.scheme = self.task.get("scheme") or "none"
+        parts = [tagging.read_tokens(path, o.token_column) for path in unlabeled]
+        sentences = [sentence for part in parts for sentence in part.sentences]
+        recipe.tagged["unlabeled"] = tagging.TaggedFile(parts[0].path, sentences, parts[0].width, parts[0].columns)
+        for split, path in (("labeled", train), ("dev", dev)):
+            if path is None:
+                continue
+            tagged = tagging.read_conll(path, o.token_column, o.tag_column)
+            self._check_scheme(tagged, tagging.detect_scheme(tagged))
+            tagging.check_tags(tagged, recipe.tags, "the teacher's labels")
+            recipe.tagged[split] = tagged
+
+    def _check_scheme(self, tagged, scheme: str) -> None:
+        """A labelled file must use the teacher's tag scheme (IOB1 and IOB2 are both BIO)."""
+        from data.errors import DataError
+
+        teacher = self.task.get("scheme") or "none"
+        bio = {"IOB1", "IOB2"}
+        if scheme != teacher and not (scheme in bio and teacher in bio):
+            raise DataError(f"{tagged.path}: uses {scheme} tags but the teacher was trained on {teacher} tags; "
+                            "convert the file to the teacher's scheme")
+
+    def teacher_outputs(self, model, batch) -> dict:
+        """The teacher's logits, and what :meth:`Recipe.evaluate` reads on dev (its predictions, its loss)."""
+        import keras
+        from keras import ops
+
+        logits = model(model_inputs(batch), training=False)  # [B, T, L]
+        per_token = keras.losses.sparse_categorical_crossentropy(batch["label"], logits, from_logits=True)  # [B, T]
+        return {
+            "logits": logits,
+            "predicted": ops.cast(ops.argmax(logits, axis=-1), "int32"),  # [B, T]
+            "loss_sum": ops.sum(per_token * batch["label_weights"], axis=-1),  # [B]
+        }
+
+    def targets(self, teacher_view, outputs: dict, student, split: str, temperature: float) -> dict:
+        """Per student window: the teacher's distribution of each core word at its first piece.
+
+        Returns ``teacher_probabilities`` float32 [N, T, L] and ``teacher_weights``
+        float32 [N, T] (1 at the first piece of the words the window predicts), rows
+        and positions as ``student.arrays(split)``.
+        """
+        import numpy as np
+
+        from data.metrics import log_softmax
+        from data.tagging import word_positions
+
+        window, position = word_positions(teacher_view.features[split])  # [W], [W]
+        words = outputs["logits"][window, position].astype(np.float64)  # [W, L]
+        probabilities = np.exp(log_softmax(words / temperature)).astype(np.float32)  # [W, L]
+        shape = student.arrays(split)["input_ids"].shape  # [N, T]
+        window, position = word_positions(student.features[split])
+        if len(window) != len(probabilities):
+            raise AssertionError(f"{split}: the student's windows hold {len(window)} words, the teacher's "
+                                 f"{len(probabilities)}")
+        placed = np.zeros((*shape, probabilities.shape[-1]), np.float32)  # [N, T, L]
+        weights = np.zeros(shape, np.float32)  # [N, T]
+        placed[window, position] = probabilities
+        weights[window, position] = 1.0
+        return {"teacher_probabilities": placed, "teacher_weights": weights}
+
+    def compute(self, model, batch, temperature: float, training: bool) -> dict:
+        """Soft loss over the words, plus the gold tags' cross-entropy on ``--train`` windows (``hard_weight``)."""
+        import keras
+        from keras import ops
+
+        from models.heads import agreement, distillation_divergence
+
+        logits = model(model_inputs(batch), training=training)  # [B, T, L]
+        teacher = batch["teacher_probabilities"]  # [B, T, L]
+        weights = ops.cast(batch["teacher_weights"], "float32")  # [B, T]
+        judged = ops.sum(weights)
+        soft = ops.sum(distillation_divergence(logits, teacher, temperature) * weights) / ops.maximum(judged, 1.0)
+        label_weights = ops.cast(batch["label_weights"], "float32")  # [B, T]
+        hard = ops.cast(batch["hard_weight"], "float32")[:, None] * label_weights  # [B, T]
+        labels = ops.cast(batch["label"], "int32")
+        per_token = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)  # [B, T]
+        hard_loss = ops.sum(per_token * hard) / ops.maximum(ops.sum(label_weights), 1.0)
+        return {"loss": soft + hard_loss, "agree": ops.sum(agreement(logits, teacher) * weights), "judged": judged,
+                "examples": ops.cast(ops.shape(logits)[0], "float32")}
+
+    def agreement(self, student, student_outputs: dict, teacher_view, teacher_outputs: dict) -> float:
+        """The share of dev words whose predicted tag is the teacher's (each side assembled from its own windows)."""
+        ours, _ = student._words("dev", student_outputs)
+        theirs, _ = teacher_view._words("dev", teacher_outputs)
+        same = [a == b for sentence, other in zip(ours, theirs) for a, b in zip(sentence, other)]
+        return sum(same) / max(len(same), 1)
+
+
+# ----------------------------------------------------------------------------
 # A fine-tuned model directory
 # ----------------------------------------------------------------------------
 
