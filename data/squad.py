@@ -54,12 +54,14 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import gzip
 import hashlib
 import json
 import os
 import re
 import stat
 import string
+import zlib
 from pathlib import Path
 from typing import Sequence
 
@@ -162,9 +164,30 @@ def read_squad(path: str | os.PathLike, require_answers: bool = True) -> SquadFi
     return squad
 
 
+def without_answers(files: Sequence[SquadFile]) -> SquadFile:
+    """The questions of ``files`` as one SquadFile with no answers (bert distill's unlabeled input).
+
+    Contexts are laid end to end (each question's context index shifted to
+    match); answers and ``is_impossible`` marks are dropped, so nothing of the
+    files' labels reaches training. The path is the first file's.
+    """
+    merged = SquadFile(files[0].path, "", [], [], [])
+    for squad in files:
+        base = len(merged.contexts)
+        merged.contexts.extend(squad.contexts)
+        merged.questions.extend(Question(q.id, q.text, q.context + base, (), False) for q in squad.questions)
+    return merged
+
+
 def _load_json(path: Path):
-    """The parsed JSON of a SQuAD file; DataError with the byte, or line and column, of what is not UTF-8 JSON."""
+    """The parsed JSON of a SQuAD file (plain or gzip); DataError with the byte, or line and column, of what is
+    not UTF-8 JSON."""
     raw = path.read_bytes()
+    if path.suffix == ".gz" or raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as error:
+            raise DataError(f"{path}: not a readable gzip file ({error})") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:

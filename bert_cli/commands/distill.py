@@ -50,7 +50,7 @@ def comparison_table(result):
         table.add_row(f"dev {metric}", *(f"{d[metric]:.4f}" if metric in d else "-"
                                          for d in (teacher_dev, student_dev)))
     if "agreement" in student_dev:
-        table.add_row("agreement with the teacher", "1", f"{student_dev['agreement']:.4f}")
+        table.add_row("agreement with the teacher", "", f"{student_dev['agreement']:.4f}")
     table.add_row("parameters", f"{result.teacher_parameters / 1e6:,.2f} M",
                   f"{result.finetune.parameters / 1e6:,.2f} M")
     speed = result.speed

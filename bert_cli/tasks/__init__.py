@@ -35,6 +35,9 @@ PARTS = {
     "Serving": type, "hugging_face": callable,
     # bert predict: the fields an example needs, one result's record, the terminal table
     "WORD_LIST_INPUT": bool, "predict_fields": callable, "prediction_record": callable, "prediction_table": callable,
+    # bert distill: reading unlabeled inputs, the teacher's outputs aligned with the student's features, the soft
+    # loss and agreement (bert_cli.distill.DistillRecipe uses it)
+    "Distillation": type,
 }
 
 

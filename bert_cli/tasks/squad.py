@@ -18,6 +18,10 @@ Outputs for ``--dev``: ``predictions.json`` (id -> answer, "" = no answer),
 
 Serving: ``serving_default(question, context)`` -> ``answer``, ``start_char``,
 ``end_char``, ``score`` (and ``is_impossible`` for v2 models).
+
+``bert distill`` of a SQuAD model: :class:`Distillation` (the teacher's start and
+end distributions moved onto the student's own windows through the context's
+characters, :func:`aligned_logits`).
 """
 
 from __future__ import annotations
@@ -30,8 +34,10 @@ import numpy as np
 
 from bert_cli import console
 from bert_cli.commands.options import DATA, argument, option
+from bert_cli.errors import UserError
 from bert_cli.finetuning import file_sha256, model_inputs
 from bert_cli.predicting import text_of
+from data.errors import DataError
 from data.metrics import log_softmax
 
 NAME = "squad"
@@ -63,6 +69,16 @@ class Options:
     cache_dir: Path | None = None  # fallback folder for the features cache (OUTPUT/cache); not an option
 
 
+def _warn_mismatched(data, trained: bool) -> None:
+    """A warning naming the questions of ``data`` whose answer text is not at its answer_start."""
+    if not data.mismatched:
+        return
+    shown = ", ".join(data.mismatched[:3]) + (", ..." if len(data.mismatched) > 3 else "")
+    use = "skipped for training" if trained else "scored on all their gold answers, no loss"
+    console.warning(f"{data.path}: {len(data.mismatched):,} question(s) whose answer text is not at its "
+                    f"answer_start ({use}): {shown}")
+
+
 def _tokenizer_of(tokenize):
     """The runner passes ``Tokenizer.encode``; SQuAD needs the tokenizer itself (for the offsets)."""
     tokenizer = getattr(tokenize, "__self__", None)
@@ -91,6 +107,9 @@ class Recipe:
         self.version_2 = False
         self.max_seq_length = 0
         self._predicted: tuple | None = None
+        # Splits featurised without the on-disk features cache: data that is not one file as read
+        # (bert distill's unlabeled questions: several files merged, answers dropped).
+        self.uncached: set[str] = set()
 
     # -- reading -------------------------------------------------------------
 
@@ -117,11 +136,7 @@ class Recipe:
                                 "pass --version-2-with-negative")
             self.data["dev"] = dev
         for split, data in self.data.items():
-            if data.mismatched:
-                shown = ", ".join(data.mismatched[:3]) + (", ..." if len(data.mismatched) > 3 else "")
-                use = "skipped for training" if split == "train" else "scored on all their gold answers, no loss"
-                console.warning(f"{data.path}: {len(data.mismatched):,} question(s) whose answer text is not at its "
-                                f"answer_start ({use}): {shown}")
+            _warn_mismatched(data, trained=split == "train")
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -135,6 +150,11 @@ class Recipe:
         self.max_seq_length = max_seq_length
         squad.check_lengths(max_seq_length, o.doc_stride, o.max_query_length)
         for split, data in self.data.items():
+            if split in self.uncached:
+                features = squad.featurize(data, tokenizer, max_seq_length, o.doc_stride, o.max_query_length)
+                console.info(f"{split} features: {len(features):,} windows")
+                self.features[split] = features
+                continue
             features, path, hit = squad.cached_featurize(data, tokenizer, max_seq_length, o.doc_stride,
                                                          o.max_query_length, fallback_dir=o.cache_dir)
             if hit:
@@ -142,7 +162,8 @@ class Recipe:
             elif path is not None:
                 console.info(f"{split} features: {len(features):,} windows, cached in {path}")
             self.features[split] = features
-        if not len(self.features["train"].training_arrays()["input_ids"]):
+        # Fine-tuning needs something to train on; bert distill's splits ("unlabeled", "labeled") have no "train".
+        if "train" in self.features and not len(self.features["train"].training_arrays()["input_ids"]):
             from data.errors import DataError
 
             raise DataError(f"{o.train}: no question can be trained on (every answer mismatches its context)")
@@ -343,6 +364,243 @@ def scores_table(scores: dict, title: str):
     if scores.get("missing"):
         table.caption = f"{scores['missing']:,} question(s) without a prediction count as wrong"
     return table
+
+
+# ----------------------------------------------------------------------------
+# bert distill
+# ----------------------------------------------------------------------------
+
+
+def _context_of_questions(data) -> np.ndarray:
+    """[Q] int64: the context index of every question of ``data``."""
+    return np.array([question.context for question in data.questions], dtype=np.int64)
+
+
+def _piece_base(features, context: np.ndarray) -> np.ndarray:
+    """[N] ``base``: the context piece at position j of window n is ``base[n] + j`` (an index into
+    ``piece_starts``, all contexts laid end to end)."""
+    return features.piece_splits[context[features.question]] + features.doc_start - features.doc_offset
+
+
+def _grouped_logsumexp(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct ``keys`` [K] (sorted) and the log-sum-exp of the ``values`` sharing each: [M] -> [K]."""
+    if not len(keys):
+        return keys, values.astype(np.float64)
+    order = np.argsort(keys, kind="stable")
+    keys, values = keys[order], values[order].astype(np.float64)
+    new = np.r_[True, keys[1:] != keys[:-1]]  # [M] first of its key
+    first = np.flatnonzero(new)
+    top = np.maximum.reduceat(values, first)  # [K]
+    total = np.add.reduceat(np.exp(values - top[np.cumsum(new) - 1]), first)
+    return keys[first], top + np.log(total)
+
+
+def _lookup(table: tuple[np.ndarray, np.ndarray], keys: np.ndarray) -> np.ndarray:
+    """The values of ``keys`` in a sorted ``(keys, values)`` table, -inf where a key is absent."""
+    known, values = table
+    if not len(known):
+        return np.full(len(keys), -np.inf)
+    at = np.minimum(np.searchsorted(known, keys), len(known) - 1)
+    return np.where(known[at] == keys, values[at], -np.inf)
+
+
+def _teacher_by_character(features, context: np.ndarray, start_logits: np.ndarray, end_logits: np.ndarray,
+                          stride: int):
+    """The teacher's logit of an answer starting (ending) at each character where one of its words starts (ends).
+
+    Keys are ``question * stride + character``. Each context piece counts in the
+    window where it has most context (``is_max_context``, as post-processing
+    reads it). Offsets are per word (all pieces of a word share its span), and
+    any piece of a word makes the same answer text, so a word's logit is the
+    log-sum-exp over its pieces: the teacher's odds of that start (end)
+    character, whatever its own split into pieces.
+    """
+    rows, cols = np.nonzero(features.is_max_context)  # [M] scored context positions
+    pieces = _piece_base(features, context)[rows] + cols
+    question = features.question[rows].astype(np.int64) * stride
+    starts = _grouped_logsumexp(question + features.piece_starts[pieces], start_logits[rows, cols])
+    ends = _grouped_logsumexp(question + features.piece_ends[pieces], end_logits[rows, cols])
+    return starts, ends
+
+
+def _character_ranges(features, context: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[N] each: the first character of the context a window holds and the one after its last (0, 0: empty)."""
+    first = features.piece_splits[context[features.question]] + features.doc_start  # [N] global piece
+    starts = np.append(features.piece_starts, 0)  # never empty; index -1 is the 0 of an empty window
+    ends = np.append(features.piece_ends, 0)
+    empty = features.doc_length == 0
+    begin = np.where(empty, 0, starts[np.where(empty, -1, first)])
+    end = np.where(empty, 0, ends[np.where(empty, -1, first + features.doc_length - 1)])
+    return begin, end
+
+
+def _most_overlapping(teacher, student, context: np.ndarray) -> np.ndarray:
+    """[N student windows]: the teacher window of the same question sharing most context characters (the
+    first on a tie), whose [CLS] logits the student window takes."""
+    t_begin, t_end = _character_ranges(teacher, context)
+    s_begin, s_end = _character_ranges(student, context)
+    order = np.argsort(teacher.question, kind="stable")
+    question = teacher.question[order]
+    low = np.searchsorted(question, student.question, "left")  # [N]
+    high = np.searchsorted(question, student.question, "right")
+    if not len(low):
+        return np.zeros(0, dtype=np.int64)
+    width = int((high - low).max())  # every question has a window in both featurisations
+    candidates = low[:, np.newaxis] + np.arange(width)[np.newaxis, :]  # [N, K]
+    rows = order[np.minimum(candidates, len(order) - 1)]  # [N, K] teacher windows
+    shared = np.minimum(s_end[:, np.newaxis], t_end[rows]) - np.maximum(s_begin[:, np.newaxis], t_begin[rows])
+    shared = np.where(candidates < high[:, np.newaxis], np.maximum(shared, 0), -1)
+    return rows[np.arange(len(rows)), shared.argmax(axis=1)]
+
+
+def _word_edges(features) -> tuple[np.ndarray, np.ndarray]:
+    """[P] bool each: whether a context piece is the first (last) piece of its word."""
+    starts, ends, count = features.piece_starts, features.piece_ends, len(features.piece_starts)
+    first, last = np.ones(count, dtype=bool), np.ones(count, dtype=bool)
+    first[1:] = starts[1:] != starts[:-1]
+    last[:-1] = ends[:-1] != ends[1:]
+    first[features.piece_splits[:-1][features.piece_splits[:-1] < count]] = True  # a context's first piece
+    last[features.piece_splits[1:][features.piece_splits[1:] > 0] - 1] = True
+    return first, last
+
+
+def aligned_logits(data, teacher, start_logits: np.ndarray, end_logits: np.ndarray, student,
+                   length: int) -> tuple[np.ndarray, np.ndarray]:
+    """The teacher's start and end logits [Nt, Tt] moved onto the student's windows: float32 [N, length].
+
+    Teacher and student tokenise the same ``data`` independently, so windows
+    and pieces differ; they meet at the characters of the context. A
+    student window's first piece of each word gets the teacher's logit of an
+    answer starting at that word's first character, its last piece the logit of
+    one ending at the word's last; [CLS] gets the [CLS] logits of the teacher
+    window overlapping it most; every other position (other pieces of a word,
+    words the teacher has no piece boundary at, question, [SEP], padding) -inf.
+    These are the positions fine-tuning's targets point at.
+    """
+    context = _context_of_questions(data)
+    stride = max((len(text) for text in data.contexts), default=0) + 1
+    starts, ends = _teacher_by_character(teacher, context, np.asarray(start_logits), np.asarray(end_logits), stride)
+    result_start = np.full((len(student), length), -np.inf, dtype=np.float32)  # [N, T]
+    result_end = np.full((len(student), length), -np.inf, dtype=np.float32)
+    positions = np.arange(length)[np.newaxis, :]
+    inside = (positions >= student.doc_offset[:, np.newaxis]) \
+        & (positions < (student.doc_offset + student.doc_length)[:, np.newaxis])  # [N, T]
+    rows, cols = np.nonzero(inside)  # [M] the student's context positions
+    pieces = _piece_base(student, context)[rows] + cols
+    question = student.question[rows].astype(np.int64) * stride
+    first, last = _word_edges(student)
+    for result, table, edge, offsets in ((result_start, starts, first, student.piece_starts),
+                                         (result_end, ends, last, student.piece_ends)):
+        keep = edge[pieces]
+        result[rows[keep], cols[keep]] = _lookup(table, question[keep] + offsets[pieces[keep]])
+    window = _most_overlapping(teacher, student, context)
+    result_start[:, 0] = np.asarray(start_logits)[window, 0]
+    result_end[:, 0] = np.asarray(end_logits)[window, 0]
+    return result_start, result_end
+
+
+class Distillation:
+    """``bert distill`` of a SQuAD model: per window, the teacher's start and end distributions.
+
+    Unlabeled input is SQuAD JSON whose questions need no answers (any are
+    ignored); several files are read as one. The teacher's logits are
+    aligned with the student's own windows at the characters of the context
+    (:func:`aligned_logits`), then turned into distributions over each student
+    window at the temperature. Soft loss: the mean of the start and end KL
+    (times T²) per window; with ``--train``, the gold span's cross-entropy on
+    the windows of its trainable questions. Agreement on dev: the share of
+    questions whose answer text is the teacher's.
+    """
+
+    SUMS = ("loss", "agree", "judged", "examples")
+    TOKEN_KEYS = ("input_ids", "input_mask", "segment_ids", "teacher_start", "teacher_end")
+
+    def __init__(self, task: dict) -> None:
+        self.task = task
+
+    def recipe(self, common) -> Recipe:
+        """An unread squad recipe windowed and post-processed as the teacher's task.json says."""
+        t = self.task
+        options = Options(
+            train=Path("-"), doc_stride=int(t.get("doc_stride", 128)),
+            max_query_length=int(t.get("max_query_length", 64)), n_best_size=int(t.get("n_best_size", 20)),
+            max_answer_length=int(t.get("max_answer_length", 30)),
+            null_score_diff_threshold=float(t.get("null_score_diff_threshold", 0.0)),
+            version_2_with_negative=bool(t.get("version_2_with_negative", False)))
+        if common is not None:
+            self._check_length(common.max_seq_length, options)
+        return Recipe(options, common)
+
+    @staticmethod
+    def _check_length(max_seq_length: int, options: Options) -> None:
+        """The student's windows need room for the teacher's doc_stride (which bert distill cannot change)."""
+        from data.squad import check_lengths
+
+        try:
+            check_lengths(max_seq_length, options.doc_stride, options.max_query_length)
+        except DataError:
+            shortest = options.doc_stride + options.max_query_length + 4
+            raise UserError(f"--max-seq-length {max_seq_length}: too short for the teacher's windows (doc_stride "
+                            f"{options.doc_stride}, max_query_length {options.max_query_length} in its task.json); "
+                            f"give at least {shortest}") from None
+
+    def read(self, recipe: Recipe, unlabeled: list[Path], train: Path | None, dev: Path | None) -> None:
+        from data import squad
+
+        recipe.version_2 = bool(recipe.options.version_2_with_negative)
+        recipe.data["unlabeled"] = squad.without_answers(
+            [squad.read_squad(path, require_answers=False) for path in unlabeled])
+        recipe.uncached.add("unlabeled")  # merged, answers dropped: not the file the features cache keys on
+        for split, path in (("labeled", train), ("dev", dev)):
+            if path is None:
+                continue
+            data = squad.read_squad(path)
+            if data.version_2 and not recipe.version_2:
+                raise DataError(f"{path}: has unanswerable questions (is_impossible) but the teacher is a SQuAD "
+                                "v1.1 model; give SQuAD v1.1 data")
+            _warn_mismatched(data, trained=split == "labeled")
+            recipe.data[split] = data
+
+    def teacher_outputs(self, model, batch) -> dict:
+        logits = model(model_inputs(batch), training=False)
+        return {"start_logits": logits["start_logits"], "end_logits": logits["end_logits"]}  # [B, T] each
+
+    def targets(self, teacher_view, outputs: dict, student, split: str, temperature: float) -> dict:
+        """The teacher's start/end distributions over each student window [N, T] (and ``hard_mask`` [N])."""
+        features = student.features[split]
+        length = student.arrays(split)["input_ids"].shape[1]
+        logits = aligned_logits(student.data[split], teacher_view.features[split], outputs["start_logits"],
+                                outputs["end_logits"], features, length)
+        result = {name: np.exp(log_softmax(value / temperature)).astype(np.float32)  # -inf -> probability 0
+                  for name, value in zip(("teacher_start", "teacher_end"), logits)}
+        if split == "labeled":
+            result["hard_mask"] = features.trainable[features.question].astype(np.float32)
+        return result
+
+    def compute(self, model, batch, temperature: float, training: bool) -> dict:
+        import keras
+        from keras import ops
+
+        from models.heads import agreement, distillation_divergence
+
+        logits = model(model_inputs(batch), training=training)
+        start, end = ops.cast(logits["start_logits"], "float32"), ops.cast(logits["end_logits"], "float32")  # [B, T]
+        size = ops.cast(ops.shape(start)[0], "float32")
+        soft = (distillation_divergence(start, batch["teacher_start"], temperature)
+                + distillation_divergence(end, batch["teacher_end"], temperature)) / 2.0  # [B]
+        gold = [keras.losses.sparse_categorical_crossentropy(ops.cast(batch[key], "int32"), value, from_logits=True)
+                for key, value in (("start_positions", start), ("end_positions", end))]  # 2 x [B]
+        hard = ops.sum(ops.cast(batch["hard_weight"], "float32") * (gold[0] + gold[1]) / 2.0) / size
+        agree = ops.sum(agreement(start, batch["teacher_start"])) + ops.sum(agreement(end, batch["teacher_end"]))
+        return {"loss": ops.mean(soft) + hard, "agree": agree, "judged": 2.0 * size, "examples": size}
+
+    def agreement(self, student, student_outputs: dict, teacher_view, teacher_outputs: dict) -> float:
+        """The share of dev questions whose predicted answer text (post-processed as fine-tuning's) is the
+        teacher's ("" = no answer, v2)."""
+        ours = student._predictions("dev", student_outputs).answers
+        theirs = teacher_view._predictions("dev", teacher_outputs).answers
+        return float(np.mean([ours.get(key) == answer for key, answer in theirs.items()])) if theirs else 0.0
+
 
 
 # ----------------------------------------------------------------------------
