@@ -74,7 +74,7 @@ def records(tmp_path_factory):
     return directory, config
 
 
-def _pretrain_args(records, output: Path, steps: int = 90) -> list[str]:
+def _pretrain_args(records, output: Path, steps: int = 45) -> list[str]:
     directory, config = records
     return ["pretrain", str(directory / "part-0000*.tfrecord"), "-o", str(output), "--model", str(config),
             "--vocab", str(directory / "vocab.txt"), "--batch-size", "16", "--train-steps", str(steps),
@@ -96,7 +96,7 @@ def test_pretraining_killed_between_checkpoints_resumes_to_the_same_weights(runn
 def _classify_args(work: Path, output: Path) -> list[str]:
     return ["finetune", "classify", str(work / "train.tsv"), "-o", str(output),
             "--model", str(work / "bert_config.json"),
-            "--vocab", str(work / "vocab.txt"), "--epochs", "6", "--batch-size", "8", "--learning-rate", "1e-3",
+            "--vocab", str(work / "vocab.txt"), "--epochs", "3", "--batch-size", "8", "--learning-rate", "1e-3",
             "--max-seq-length", "16", "--seed", "5"]
 
 
