@@ -108,19 +108,17 @@ class Teacher:
     max_seq_length: int
     lowercase: bool | None
 
+    _model: object = dataclasses.field(default=None, repr=False, compare=False)
+
     @property
     def task(self) -> dict:
         return self.model_dir.task
 
     def load(self):
-        """The teacher's keras model with its weights."""
-        model = self.module.build_model(self.model_dir)
-        try:
-            model.load_weights(str(self.model_dir.model_weights))
-        except (ValueError, OSError) as error:
-            raise UserError(f"{self.model_dir.model_weights}: cannot be loaded into the teacher's config "
-                            f"({error})") from None
-        return model
+        """The teacher's keras model with its weights (built and loaded once)."""
+        if self._model is None:
+            self._model = load_fine_tuned(self.model_dir)
+        return self._model
 
     def identity(self) -> str:
         """The teacher's weights, config and task: what its outputs depend on."""
@@ -128,6 +126,18 @@ class Teacher:
         for name in ("model.weights.h5", "bert_config.json", "vocab.txt", "task.json"):
             digest.update(_file_digest(self.model_dir.path / name).encode())
         return digest.hexdigest()
+
+
+def load_fine_tuned(model_dir):
+    """A fine-tuned model directory's whole keras model (its task's head included) with its weights."""
+    from bert_cli.tasks import task_module
+
+    model = task_module(model_dir.kind).build_model(model_dir)
+    try:
+        model.load_weights(str(model_dir.model_weights))
+    except (ValueError, OSError) as error:
+        raise UserError(f"{model_dir.model_weights}: cannot be loaded into its bert_config.json ({error})") from None
+    return model
 
 
 def read_teacher(path: Path) -> Teacher:
@@ -278,6 +288,7 @@ class DistillRecipe:
         self.cache_path: Path | None = None
         self.cache_hit = False
         self._train: dict | None = None
+        self._key: dict | None = None
         self.counts: dict[str, int] = {}
 
     # -- reading and featurising ------------------------------------------------
@@ -341,6 +352,12 @@ class DistillRecipe:
             self.teacher_dev = self.teacher_view.evaluate(outputs["dev"])
 
     def _cache_key(self) -> dict:
+        if self._key is None:
+            self._key = self._identity()
+        return self._key
+
+    def _identity(self) -> dict:
+        """The teacher's identity and the input files' contents (sha256 of each: read once)."""
         files = {split: [_file_digest(p) for p in paths] for split, paths in (
             ("unlabeled", self.unlabeled), ("labeled", [self.options.train] if self.options.train else []),
             ("dev", [self.options.dev] if self.options.dev else []))}
@@ -480,7 +497,9 @@ def run_distill(options: DistillOptions, training) -> DistillResult:
     teacher_model = teacher.load()
     speed = None
     if options.measure_speed and options.dev:
-        student = read_teacher(common.output).load()  # the finished student, as the directory holds it
+        from bert_cli.model_dir import read_model_dir
+
+        student = load_fine_tuned(read_model_dir(common.output, "--output"))  # as the directory holds it
         speed = measure_speed(recipe, teacher_model, student)
     summary = Path(common.output) / DISTILL_FILE
     teacher_parameters = count_parameters(teacher_model)
