@@ -281,6 +281,7 @@ class DistillRecipe:
         self.teacher_view = None
         self.task, self.unit = self.student.task, self.student.unit
         self.sums = tuple(self.distillation.SUMS)
+        self.token_keys = tuple(self.distillation.TOKEN_KEYS) if self.student.token_keys else ()
         self.unlabeled: list[Path] = []
         self.files = {"train": None, "dev": options.dev, "test": None}
         self.outputs_of_teacher: dict[str, dict] = {}

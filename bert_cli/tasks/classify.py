@@ -71,6 +71,7 @@ class Recipe:
 
     task = NAME
     unit = "examples"
+    token_keys = ("input_ids", "input_mask", "segment_ids")
 
     def __init__(self, options: Options, common=None) -> None:
         self.options = options

@@ -93,6 +93,9 @@ class Recipe:
     task = NAME
     unit = "windows"
     sums = SQUAD_SUMS
+    # Nothing is cut: the span loss is a softmax over the whole window, padding included (as the original's), so
+    # cutting a batch's padding would change it.
+    token_keys = ()
 
     def __init__(self, options: Options, common=None) -> None:
         from bert_cli.finetuning import CACHE_DIR

@@ -51,6 +51,7 @@ class Recipe:
     task = NAME
     unit = "windows"
     sums = TAGGING_SUMS
+    token_keys = ("input_ids", "input_mask", "segment_ids", "label", "label_weights")
 
     def __init__(self, options: Options, common=None) -> None:
         self.options = options
