@@ -5,7 +5,8 @@ Four kinds of directory hold a BERT model (see :func:`bert_cli.model_dir.source_
 * an original google-research/bert checkpoint directory: ``bert_model.ckpt.*``
   (TF1 variable names), ``bert_config.json``, ``vocab.txt``;
 * a Hugging Face Transformers directory (``config.json``, ``model.safetensors``,
-  ``vocab.txt``; read and written by :mod:`bert_cli.huggingface`);
+  ``vocab.txt``; read and written by :mod:`bert_cli.huggingface`, ELECTRA's by
+  :mod:`bert_cli.huggingface_electra`);
 * a keras-hub preset (``BertBackbone.save_to_preset`` and the tokenizer's);
 * a model directory of ours.
 
@@ -340,13 +341,31 @@ def atomic_directory(target: Path, overwrite: bool) -> Iterator[Path]:
         raise
 
 
-def _check_target(source: Path, target: Path, overwrite: bool) -> None:
+def _check_target(source: Path, target: Path, overwrite: bool, option: str = "TO") -> None:
     if target.exists() and not target.is_dir():
-        raise UserError(f"TO {target}: exists and is not a directory")
+        raise UserError(f"{option} {target}: exists and is not a directory")
     if target.exists() and not overwrite:
-        raise UserError(f"TO {target}: already exists; pass --overwrite to replace it")
+        raise UserError(f"{option} {target}: already exists; pass --overwrite to replace it")
     if target.resolve() == source.resolve() or source.resolve() in target.resolve().parents:
-        raise UserError(f"TO {target}: is FROM or inside it; write the converted model elsewhere")
+        raise UserError(f"{option} {target}: is FROM or inside it; write the converted model elsewhere")
+
+
+def _check_generator(kind: str, to_format: str, source: Path, target: Path, generator: Path | None,
+                     overwrite: bool) -> None:
+    """``--generator``: read beside a Hugging Face FROM, or written beside TO (its own directory)."""
+    if generator is None or kind == "huggingface":
+        return
+    if kind == "model" and to_format != "huggingface":
+        raise UserError("--generator writes an ELECTRA generator's Hugging Face directory, with --format huggingface; "
+                        "the original layout keeps the generator in TO's checkpoint: drop --generator")
+    if kind != "model":
+        raise UserError(f"--generator is an ELECTRA generator's Hugging Face directory, read beside a Hugging Face "
+                        f"FROM or written with --format huggingface; FROM {source} is a {_KIND_NAMES[kind]}")
+    _check_target(source, generator, overwrite, "--generator")
+    ours, theirs = target.resolve(), generator.resolve()
+    if ours == theirs or ours in theirs.parents or theirs in ours.parents:
+        raise UserError(f"--generator {generator}: is TO or inside it (or holds it); the generator needs its own "
+                        "directory beside TO")
 
 
 def convert(
@@ -357,6 +376,7 @@ def convert(
     lowercase: bool | None = None,
     overwrite: bool = False,
     to_format: str = "original",
+    generator_path: Path | None = None,
 ) -> ConversionResult:
     """Runs ``bert convert FROM TO``; the direction follows from what FROM holds.
 
@@ -370,12 +390,18 @@ def convert(
       names, see bert_cli.electra_conversion); or a Transformers directory ("huggingface").
     * an ELECTRA checkpoint (``electra/...`` variables) -> model directory.
 
+    ``generator_path`` (``--generator``): an ELECTRA generator's Hugging Face directory
+    (ElectraForMaskedLM), read beside a Hugging Face ELECTRA discriminator FROM, or
+    written from an ELECTRA model directory with ``to_format`` "huggingface".
+
     TO is written under a temporary name and renamed when complete.
     """
     source, target = Path(source), Path(target)
+    generator_path = Path(generator_path) if generator_path is not None else None
     started = time.perf_counter()
     kind = _source_kind(source, config_path, vocab_path, to_format)
     _check_target(source, target, overwrite)
+    _check_generator(kind, to_format, source, target, generator_path, overwrite)
     electra = electra_prefix(source) if kind == "original" else None
     if electra:
         from bert_cli.electra_conversion import electra_to_model
@@ -386,13 +412,13 @@ def convert(
     elif kind == "huggingface":
         from bert_cli.huggingface import huggingface_to_model
 
-        result = huggingface_to_model(source, target, lowercase, overwrite)
+        result = huggingface_to_model(source, target, lowercase, overwrite, generator_path)
     elif kind == "preset":
         result = _preset_to_model(source, target, lowercase, overwrite)
     elif to_format == "huggingface":
         from bert_cli.huggingface import model_to_huggingface
 
-        result = model_to_huggingface(source, target, lowercase, overwrite)
+        result = model_to_huggingface(source, target, lowercase, overwrite, generator_path)
     else:
         result = _model_to_original(source, target, lowercase, overwrite)
     result.seconds = time.perf_counter() - started

@@ -6,11 +6,17 @@ the command line) is recognised by its ``electra/embeddings/...`` variables
 and becomes a model directory whose ``task.json`` says ``"objective":
 "electra"``: the discriminator is the encoder, and with the generator the
 whole :class:`models.electra.ElectraPretrainer` is kept for continued
-pre-training. The config comes from a ``bert_config.json`` beside the
-checkpoint when there is one, else from the checkpoint's shapes (heads by the
-original's ``max(1, H / 64)``, its erf GELU). The reverse direction writes the
-original ELECTRA names (and a ``bert_config.json`` so the sizes travel).
-The name table is :mod:`models.electra_checkpoints`.
+pre-training (a discriminator with its replaced-token head but no generator
+keeps the head as an :class:`models.electra.ElectraDiscriminator`,
+``"discriminator_head": true``). The config comes from a ``bert_config.json``
+beside the checkpoint when there is one, else from the checkpoint's shapes
+(heads by the original's ``max(1, H / 64)``, its erf GELU). The reverse
+direction writes the original ELECTRA names (and a ``bert_config.json`` so
+the sizes travel). The name table is :mod:`models.electra_checkpoints`.
+
+Hugging Face ELECTRA directories (:mod:`bert_cli.huggingface_electra`) become
+the same model directories, through :func:`electra_task`,
+:func:`build_electra_model` and :func:`load_electra`.
 """
 
 from __future__ import annotations
@@ -44,14 +50,70 @@ class ElectraSource:
     @property
     def task(self) -> dict:
         checkpoint = self.checkpoint
-        task = {"task": "pretraining", "masked_lm": False, "next_sentence": False, "lowercase": self.lowercase,
-                "converted_from": checkpoint.prefix, "objective": "electra"}
-        if checkpoint.generator and checkpoint.discriminator_head:
-            from models.electra import DISCRIMINATOR_WEIGHT
+        generator = checkpoint.generator_shape if checkpoint.discriminator_head else None
+        return electra_task(self.config, self.lowercase, checkpoint.prefix, generator, checkpoint.discriminator_head)
 
-            task.update(generator=checkpoint.generator_shape.to_dict(), discriminator_weight=DISCRIMINATOR_WEIGHT,
-                        generator_hidden_fraction=checkpoint.generator_shape.hidden_size / self.config.hidden_size)
-        return task
+
+def electra_task(config, lowercase: bool, converted_from: str, generator_shape=None,
+                 discriminator_head: bool = False) -> dict:
+    """The ``task.json`` of a converted ELECTRA model directory.
+
+    ``model.weights.h5`` is the whole :class:`models.electra.ElectraPretrainer` when there is a
+    generator (its shape recorded, as ``bert pretrain --objective electra`` records it), an
+    :class:`models.electra.ElectraDiscriminator` with only the head, and absent otherwise.
+    """
+    task = {"task": "pretraining", "masked_lm": False, "next_sentence": False, "lowercase": lowercase,
+            "converted_from": str(converted_from), "objective": "electra"}
+    if discriminator_head:
+        task["discriminator_head"] = True
+    if generator_shape is not None:
+        from models.electra import DISCRIMINATOR_WEIGHT
+
+        task.update(generator=generator_shape.to_dict(), discriminator_weight=DISCRIMINATOR_WEIGHT,
+                    generator_hidden_fraction=generator_shape.hidden_size / config.hidden_size)
+    return task
+
+
+def build_electra_model(config, generator_shape=None, discriminator_head: bool = False):
+    """``(backbone, model or None)``, freshly built: an ``ElectraPretrainer`` with a generator and the head,
+    an ``ElectraDiscriminator`` with the head alone, else the encoder alone. ELECTRA has no pooler: a
+    fixed-seed one keeps conversions byte-for-byte repeatable."""
+    from models.electra import build_electra, build_electra_discriminator
+    from models.encoder import build_encoder, seeded_pooler
+
+    if discriminator_head and generator_shape is not None:
+        model = build_electra(config, generator_shape=generator_shape)
+    elif discriminator_head:
+        model = build_electra_discriminator(config)
+    else:
+        model = None
+    backbone = model.backbone if model is not None else build_encoder(config)
+    seeded_pooler(backbone, config.initializer_range)
+    return backbone, model
+
+
+def load_electra(model_dir: ModelDir):
+    """An ELECTRA model directory's model with its weights: the ``ElectraPretrainer``, the
+    ``ElectraDiscriminator`` or the encoder alone, as its ``task.json`` says."""
+    from bert_cli.model_dir import load_encoder
+
+    task = model_dir.task
+    if not model_dir.model_weights.is_file() or not (task.get("generator") or task.get("discriminator_head")):
+        return load_encoder(model_dir)
+    if task.get("generator"):
+        from models.electra import GeneratorShape, build_electra
+
+        model = build_electra(model_dir.config, generator_shape=GeneratorShape(**task["generator"]))
+    else:
+        from models.electra import build_electra_discriminator
+
+        model = build_electra_discriminator(model_dir.config)
+    try:
+        model.load_weights(str(model_dir.model_weights))
+    except (ValueError, OSError) as error:
+        raise UserError(f"{model_dir.model_weights}: cannot be loaded into the ELECTRA model task.json "
+                        f"describes ({error})") from None
+    return model
 
 
 def resolve_electra(path: str | Path, prefix: str, option: str, config_path: Path | None = None,
@@ -82,23 +144,13 @@ def resolve_electra(path: str | Path, prefix: str, option: str, config_path: Pat
 
 
 def build_from_electra(source: ElectraSource, on_variable=None):
-    """``(backbone, ElectraPretrainer or None)`` with the checkpoint's weights (the whole model only when the
-    checkpoint has the generator and the discriminator head)."""
-    from models.electra import ElectraPretrainer, build_electra
+    """``(backbone, model or None)`` with the checkpoint's weights (see :func:`build_electra_model`; a
+    generator is kept only beside the discriminator head)."""
     from models.electra_checkpoints import assign_from_electra_checkpoint
-    from models.encoder import build_encoder, seeded_pooler
 
     checkpoint = source.checkpoint
-    if checkpoint.generator and checkpoint.discriminator_head:
-        model: ElectraPretrainer | None = build_electra(source.config, generator_shape=checkpoint.generator_shape)
-        target = model
-    else:
-        model = None
-        target = build_encoder(source.config)
-    backbone = model.backbone if model is not None else target
-    # ELECTRA has no pooler: a fixed-seed one keeps conversions byte-for-byte repeatable.
-    seeded_pooler(backbone, source.config.initializer_range)
-    assign_from_electra_checkpoint(checkpoint, target, on_variable=on_variable)
+    backbone, model = build_electra_model(source.config, checkpoint.generator_shape, checkpoint.discriminator_head)
+    assign_from_electra_checkpoint(checkpoint, model or backbone, on_variable=on_variable)
     return backbone, model
 
 
@@ -134,8 +186,7 @@ def electra_to_model(source_path: Path, prefix: str, target: Path, config_path, 
         backbone, model = build_from_electra(source, on_variable=lambda _: advance(1))
     with atomic_directory(target, overwrite) as scratch:
         write_model_dir(scratch, source.config, source.vocab_path, backbone, model, source.task)
-    parts = ["discriminator (encoder)"] + (["replaced-token head", f"generator (hidden "
-                                            f"{checkpoint.generator_shape.hidden_size})"] if model else [])
+    parts = electra_part_names(model)
     return ConversionResult(
         source=Path(prefix), output=target, direction="ELECTRA checkpoint → model directory", config=source.config,
         parts=parts, variables=len(mappings), parameters=parameter_count((model or backbone).weights),
@@ -147,24 +198,10 @@ def model_to_electra(model_dir: ModelDir, source_path: Path, target: Path, casin
     """``bert convert ELECTRA_MODEL_DIR TO``: the original ELECTRA layout (prefix named after TO)."""
     from bert_cli.conversion import ConversionResult, atomic_directory
     from models.checkpoints import write_checkpoint
-    from models.electra import build_electra
     from models.electra_checkpoints import electra_weights
 
-    task = model_dir.task
-    if model_dir.model_weights.is_file() and task.get("generator"):
-        from models.electra import GeneratorShape
-
-        model = build_electra(model_dir.config, generator_shape=GeneratorShape(**task["generator"]))
-        try:
-            model.load_weights(str(model_dir.model_weights))
-        except (ValueError, OSError) as error:
-            raise UserError(f"{model_dir.model_weights}: cannot be loaded into the ELECTRA model task.json "
-                            f"describes ({error})") from None
-        weights, parts = electra_weights(model), ["discriminator", "replaced-token head", "generator"]
-    else:
-        from bert_cli.model_dir import load_encoder
-
-        weights, parts = electra_weights(load_encoder(model_dir), model_dir.config), ["discriminator"]
+    model = load_electra(model_dir)
+    weights, parts = electra_weights(model, model_dir.config), electra_part_names(model)
     with atomic_directory(target, overwrite) as scratch:
         write_checkpoint(weights, scratch / target.name)
         (scratch / "checkpoint").write_text(f'model_checkpoint_path: "{target.name}"\n'
@@ -175,3 +212,14 @@ def model_to_electra(model_dir: ModelDir, source_path: Path, target: Path, casin
         source=source_path, output=target, direction="model directory → ELECTRA checkpoint", config=model_dir.config,
         parts=parts, variables=len(weights), parameters=int(sum(w.size for w in weights.values())), lowercase=casing,
     )
+
+
+def electra_part_names(model) -> list[str]:
+    """What a converted ELECTRA model holds, for the summary table."""
+    names = ["discriminator (encoder)"]
+    if hasattr(model, "discriminator_dense"):
+        names.append("replaced-token head")
+    shape = getattr(model, "generator_shape", None)
+    if shape is not None:
+        names.append(f"generator (hidden {shape.hidden_size})")
+    return names

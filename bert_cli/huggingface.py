@@ -15,6 +15,10 @@ Transformers' ``from_pretrained`` loads: ``BertModel`` (encoder only),
 ``BertForSequenceClassification`` / ``BertForTokenClassification`` /
 ``BertForQuestionAnswering`` for fine-tuned classify / tag / squad models.
 
+ELECTRA (``model_type`` "electra": ElectraForPreTraining / ElectraModel, and
+the generator's ElectraForMaskedLM as ``--generator``) goes both ways through
+:mod:`bert_cli.huggingface_electra`; the functions here send it there.
+
 Pickles are never opened: ``pytorch_model.bin``, ``*.pt``, ``*.pth``,
 ``*.ckpt`` are Python pickles that run code when loaded, so a directory that
 has only those is refused with the file named; safetensors only.
@@ -99,12 +103,23 @@ def resolve_huggingface(path: str | Path, option: str, lowercase: bool | None = 
     Raises UserError / ModelError naming what is wrong: not BERT, pickles only,
     a missing shard, vocabulary size, casing, missing tensors, shapes.
     """
-    from data.tokenization import Vocabulary
-    from models.huggingface import SafetensorsFiles, config_from_hf, inspect_hf
+    from models.huggingface import config_from_hf, inspect_hf
 
     path = Path(path)
     values = read_json_object(path / HF_CONFIG)
     config, notes = config_from_hf(values, f"{option} {path / HF_CONFIG}")
+    files, vocab_path, chosen = read_directory(path, config, option, lowercase)
+    checkpoint = inspect_hf(files, config, f"{option} {path}")
+    task, head = _task(values, checkpoint, chosen, path)
+    return HFSource(path, config, vocab_path, chosen, checkpoint, task, head, tuple(notes))
+
+
+def read_directory(path: Path, config, option: str, lowercase: bool | None = None):
+    """A Transformers directory's safetensors files (headers), vocabulary and casing: ``(files, vocab_path,
+    lowercase)``, the vocabulary checked against ``config``'s size (BERT and ELECTRA alike)."""
+    from data.tokenization import Vocabulary
+    from models.huggingface import SafetensorsFiles
+
     _refuse_pickles(path, option)
     files = SafetensorsFiles(path)
     vocab_path = _vocabulary(path, option)
@@ -112,10 +127,12 @@ def resolve_huggingface(path: str | Path, option: str, lowercase: bool | None = 
     if len(vocab) != config.vocab_size:
         raise UserError(f"{vocab_path}: has {len(vocab):,} tokens but {path / HF_CONFIG} says vocab_size "
                         f"{config.vocab_size:,}; use the vocab.txt that came with the checkpoint")
-    chosen = _casing(path, vocab, lowercase, option)
-    checkpoint = inspect_hf(files, config, f"{option} {path}")
-    task, head = _task(values, checkpoint, chosen, path)
-    return HFSource(path, config, vocab_path, chosen, checkpoint, task, head, tuple(notes))
+    return files, vocab_path, _casing(path, vocab, lowercase, option)
+
+
+def is_electra(path: Path) -> bool:
+    """Whether a Transformers directory's ``config.json`` says ``model_type`` "electra"."""
+    return read_json_object(Path(path) / HF_CONFIG).get("model_type") == "electra"
 
 
 def _vocabulary(path: Path, option: str) -> Path:
@@ -255,6 +272,10 @@ def open_huggingface(path: str | Path, option: str = "--init") -> ModelDir:
     from bert_cli.conversion import scratch_directory
     from bert_cli.model_dir import write_model_dir
 
+    if is_electra(path):
+        from bert_cli.huggingface_electra import open_electra_huggingface
+
+        return open_electra_huggingface(path, option)
     source = resolve_huggingface(path, option)
     _notes(source)
     console.info(f"converting the Hugging Face checkpoint {source.path} ({_case(source.lowercase)})")
@@ -270,12 +291,20 @@ def open_huggingface(path: str | Path, option: str = "--init") -> ModelDir:
 # ----------------------------------------------------------------------------
 
 
-def huggingface_to_model(source_path: Path, target: Path, lowercase: bool | None, overwrite: bool):
-    """``bert convert HF_DIR TO``: a model directory of ours."""
+def huggingface_to_model(source_path: Path, target: Path, lowercase: bool | None, overwrite: bool,
+                         generator_path: Path | None = None):
+    """``bert convert HF_DIR TO``: a model directory of ours (``--generator``: an ELECTRA one's generator)."""
     from bert_cli import console
     from bert_cli.conversion import ConversionResult, atomic_directory, parameter_count
     from bert_cli.model_dir import write_model_dir
 
+    if is_electra(source_path):
+        from bert_cli.huggingface_electra import electra_huggingface_to_model
+
+        return electra_huggingface_to_model(source_path, target, lowercase, overwrite, generator_path)
+    if generator_path is not None:
+        raise UserError(f"--generator is an ELECTRA generator's directory; FROM {source_path} is a Hugging Face "
+                        "BERT directory (model_type \"bert\"), which has none: drop --generator")
     source = resolve_huggingface(source_path, "FROM", lowercase)
     _notes(source)
     mappings = source.checkpoint.mappings
@@ -303,28 +332,46 @@ def _part_names(parts) -> list[str]:
     return names
 
 
-def model_to_huggingface(source_path: Path, target: Path, lowercase: bool | None, overwrite: bool):
-    """``bert convert MODEL_DIR TO --format huggingface``: a directory Transformers' ``from_pretrained`` loads."""
+def model_to_huggingface(source_path: Path, target: Path, lowercase: bool | None, overwrite: bool,
+                         generator_path: Path | None = None):
+    """``bert convert MODEL_DIR TO --format huggingface``: a directory Transformers' ``from_pretrained`` loads
+    (an ELECTRA model: its discriminator, and with ``--generator`` its generator, see bert_cli.huggingface_electra).
+    """
     from bert_cli.conversion import ConversionResult, atomic_directory, model_casing
     from bert_cli.model_dir import read_model_dir
     from data.tokenization import Vocabulary
-    from models.huggingface import WEIGHTS_FILE, config_to_hf, write_safetensors
+    from models.huggingface import config_to_hf
 
     model_dir = read_model_dir(source_path, "FROM")
     casing = model_casing(model_dir, lowercase, source_path, target)
+    if model_dir.kind == "pretraining" and model_dir.objective == "electra":
+        from bert_cli.huggingface_electra import electra_model_to_huggingface
+
+        return electra_model_to_huggingface(model_dir, source_path, target, casing, overwrite, generator_path)
+    if generator_path is not None:
+        raise UserError(f"--generator writes an ELECTRA model's generator; FROM {source_path} is not an ELECTRA "
+                        "model (its task.json has no \"objective\": \"electra\"): drop --generator")
     weights, architecture, extra, parts = _weights_to_hf(model_dir)
     vocab = Vocabulary.load(model_dir.vocab_path)
     values = config_to_hf(model_dir.config, architecture, vocab.pad_id, extra)
     with atomic_directory(target, overwrite) as scratch:
-        write_safetensors(weights, scratch / WEIGHTS_FILE)
-        write_json(scratch / HF_CONFIG, values, sort_keys=True)
-        shutil.copyfile(model_dir.vocab_path, scratch / "vocab.txt")
-        _write_tokenizer_files(scratch, casing, model_dir.config.max_position_embeddings)
+        write_hf_directory(scratch, weights, values, model_dir, casing)
     return ConversionResult(
         source=source_path, output=target, direction=f"model directory → Hugging Face {architecture}",
         config=model_dir.config, parts=parts, variables=len(weights),
         parameters=int(sum(w.size for w in weights.values())), lowercase=casing,
     )
+
+
+def write_hf_directory(directory: Path, weights: dict, values: dict, model_dir, lowercase: bool,
+                       tokenizer_class: str = "BertTokenizer") -> None:
+    """model.safetensors, config.json, the model directory's vocab.txt and the tokenizer's files."""
+    from models.huggingface import WEIGHTS_FILE, write_safetensors
+
+    write_safetensors(weights, directory / WEIGHTS_FILE)
+    write_json(directory / HF_CONFIG, values, sort_keys=True)
+    shutil.copyfile(model_dir.vocab_path, directory / "vocab.txt")
+    _write_tokenizer_files(directory, lowercase, model_dir.config.max_position_embeddings, tokenizer_class)
 
 
 def _weights_to_hf(model_dir) -> tuple[dict, str, dict, list[str]]:
@@ -372,14 +419,15 @@ def _array(variable):
     return np.asarray(variable.numpy(), dtype=np.float32)
 
 
-def _write_tokenizer_files(directory: Path, lowercase: bool, max_length: int) -> None:
-    """tokenizer_config.json and special_tokens_map.json of a BertTokenizer with our casing."""
+def _write_tokenizer_files(directory: Path, lowercase: bool, max_length: int, tokenizer_class: str) -> None:
+    """tokenizer_config.json and special_tokens_map.json of a BertTokenizer (or ElectraTokenizer, the same
+    WordPiece tokenizer) with our casing."""
     from data.tokenization import CLS_TOKEN, MASK_TOKEN, PAD_TOKEN, SEP_TOKEN, UNK_TOKEN
 
     specials = {"unk_token": UNK_TOKEN, "sep_token": SEP_TOKEN, "pad_token": PAD_TOKEN, "cls_token": CLS_TOKEN,
                 "mask_token": MASK_TOKEN}
     write_json(directory / TOKENIZER_CONFIG, sort_keys=True, value={
-        "tokenizer_class": "BertTokenizer", "do_lower_case": lowercase,
+        "tokenizer_class": tokenizer_class, "do_lower_case": lowercase,
         # None: accents are stripped exactly when lower-casing, as the original tokenizer does.
         "strip_accents": None, "tokenize_chinese_chars": True, "do_basic_tokenize": True,
         "model_max_length": max_length, "clean_up_tokenization_spaces": True, **specials,

@@ -310,8 +310,11 @@ def resolve_config(model: str, vocab_size: int):
 def _huggingface_config(path: Path):
     from bert_cli.conversion import read_json_object
     from models.huggingface import config_from_hf
+    from models.huggingface_electra import electra_config_from_hf
 
-    return config_from_hf(read_json_object(path), f"--model {path}")[0]
+    values = read_json_object(path)
+    read = electra_config_from_hf if values.get("model_type") == "electra" else config_from_hf
+    return read(values, f"--model {path}")[0]
 
 
 def _run_signature(options: PretrainOptions, config, vocab_sha: str) -> dict:

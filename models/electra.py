@@ -36,6 +36,7 @@ from keras import ops
 
 from models.config import BertConfig
 from models.encoder import activation, build_encoder
+from models.pretraining import keras_variables
 
 #: The original's discriminator loss weight (``disc_weight``) and generator size.
 DISCRIMINATOR_WEIGHT = 50.0
@@ -142,15 +143,9 @@ class ElectraPretrainer(keras.Model):
         self.backbone = backbone
         self.bert_config = config
         self.generator_shape = generator_shape
-        initializer = keras.initializers.TruncatedNormal(stddev=config.initializer_range)
         dtype = backbone.dtype_policy
         self.generator = ElectraGenerator(backbone, generator_shape, config, name="generator")
-        # discriminator_predictions in the original: dense H -> H + activation, then H -> 1.
-        self.discriminator_dense = keras.layers.Dense(
-            config.hidden_size, activation=activation(config.hidden_act), kernel_initializer=initializer,
-            dtype=dtype, name="discriminator_dense")
-        self.discriminator_output = keras.layers.Dense(1, kernel_initializer=initializer, dtype=dtype,
-                                                       name="discriminator_output")
+        self.discriminator_dense, self.discriminator_output = discriminator_head(config, dtype)
         self.sampling_seed = keras.random.SeedGenerator(seed, name="sampling_seed")
         # ELECTRA trains no pooler (no NSP): keep it as built, and give the optimizer no
         # variable without a gradient. Fine-tuning a classifier trains it.
@@ -168,8 +163,7 @@ class ElectraPretrainer(keras.Model):
         replaced = ops.cast(ops.not_equal(fake, originals), "float32") * ops.cast(padding_mask, "float32")
         encoded = self.backbone({"token_ids": fake, "segment_ids": inputs["segment_ids"],
                                  "padding_mask": padding_mask}, training=training)
-        hidden = self.discriminator_dense(encoded["sequence_output"])  # [B, T, H]
-        logits = ops.squeeze(ops.cast(self.discriminator_output(hidden), "float32"), -1)  # [B, T, 1] -> [B, T]
+        logits = replaced_token_logits(self, encoded["sequence_output"])  # [B, T]
         return {"mlm_logits": mlm_logits, "sampled_ids": sampled, "discriminator_logits": logits,
                 "replaced": replaced}
 
@@ -182,6 +176,83 @@ class ElectraPretrainer(keras.Model):
 
     def get_config(self):
         return {**super().get_config(), "generator_shape": self.generator_shape.to_dict()}
+
+
+def discriminator_head(config: BertConfig, dtype=None) -> tuple[keras.layers.Dense, keras.layers.Dense]:
+    """The replaced-token head, ``discriminator_predictions`` in the original: dense H -> H with the
+    config's activation, then H -> 1 (layers named ``discriminator_dense``, ``discriminator_output``)."""
+    initializer = keras.initializers.TruncatedNormal(stddev=config.initializer_range)
+    dense = keras.layers.Dense(config.hidden_size, activation=activation(config.hidden_act),
+                               kernel_initializer=initializer, dtype=dtype, name="discriminator_dense")
+    output = keras.layers.Dense(1, kernel_initializer=initializer, dtype=dtype, name="discriminator_output")
+    return dense, output
+
+
+def replaced_token_logits(model, sequence_output):
+    """The head of ``model`` (an :class:`ElectraPretrainer` or :class:`ElectraDiscriminator`) on
+    ``sequence_output`` [B, T, H]: float32 logits [B, T], > 0 meaning "replaced"."""
+    hidden = model.discriminator_dense(sequence_output)  # [B, T, H]
+    return ops.squeeze(ops.cast(model.discriminator_output(hidden), "float32"), -1)  # [B, T, 1] -> [B, T]
+
+
+class ElectraDiscriminator(keras.Model):
+    """The discriminator and its replaced-token head without a generator, as ELECTRA's released
+    discriminators are (Transformers' ``ElectraForPreTraining``).
+
+    Call with ``token_ids``, ``segment_ids`` and ``padding_mask`` [B, T]; returns float32
+    ``discriminator_logits`` [B, T]. Nothing trains it: ``bert pretrain --objective electra``
+    needs the generator too (:class:`ElectraPretrainer`), fine-tuning only the encoder. It keeps
+    the head so that a released discriminator converts back whole.
+
+    Args:
+        backbone: The discriminator encoder (``models.encoder.build_encoder``).
+        config: Its config.
+
+    Example:
+        >>> model = build_electra_discriminator(config)
+        >>> model({"token_ids": ids, "segment_ids": segments, "padding_mask": mask})["discriminator_logits"]
+    """
+
+    def __init__(self, backbone, config: BertConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+        self.bert_config = config
+        self.discriminator_dense, self.discriminator_output = discriminator_head(config, backbone.dtype_policy)
+
+    def call(self, inputs, training=False):
+        encoded = self.backbone({name: inputs[name] for name in ("token_ids", "segment_ids", "padding_mask")},
+                                training=training)
+        return {"discriminator_logits": replaced_token_logits(self, encoded["sequence_output"])}
+
+
+def build_electra_discriminator(config: BertConfig, dtype: str | None = None) -> ElectraDiscriminator:
+    """A freshly initialised :class:`ElectraDiscriminator` of the config's shape, variables built."""
+    model = ElectraDiscriminator(build_encoder(config, dtype=dtype), config)
+    model({"token_ids": ops.zeros((1, 2), "int32"), "segment_ids": ops.zeros((1, 2), "int32"),
+           "padding_mask": ops.ones((1, 2), "int32")})
+    return model
+
+
+def electra_variables(model) -> dict[str, object]:
+    """Our variables by the names conversion tables use: the backbone's as :func:`keras_variables`
+    names them, and for an :class:`ElectraPretrainer` or :class:`ElectraDiscriminator` the head's
+    as ``discriminator_dense/...``, ``discriminator_output/...`` and the generator's under
+    ``generator/`` (``generator/transformer_layer_0/...``, so they cannot be taken for the
+    discriminator's layers of the same names).
+    """
+    if not isinstance(model, (ElectraPretrainer, ElectraDiscriminator)):
+        return keras_variables(model)
+    found = dict(keras_variables(model.backbone))
+    owners = [model.discriminator_dense, model.discriminator_output]
+    if isinstance(model, ElectraPretrainer):
+        owners.insert(0, model.generator)
+    for owner in owners:
+        for variable in owner.weights:
+            parts = variable.path.split("/")
+            # The generator also lists the shared embeddings; those belong to the backbone.
+            if owner.name in parts:
+                found["/".join(parts[parts.index(owner.name):])] = variable
+    return found
 
 
 def _scatter(token_ids, positions, values, real):

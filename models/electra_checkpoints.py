@@ -69,9 +69,8 @@ import numpy as np
 from models import checkpoints
 from models.checkpoints import VariableMapping, write_checkpoint
 from models.config import BertConfig
-from models.electra import ElectraPretrainer, GeneratorShape
+from models.electra import ElectraDiscriminator, ElectraPretrainer, GeneratorShape, electra_variables
 from models.errors import ModelError
-from models.pretraining import keras_variables
 
 __all__ = [
     "DISCRIMINATOR", "DISCRIMINATOR_HEAD", "ELECTRA_HIDDEN_ACT", "GENERATOR", "RELEASE_NAMES", "ElectraCheckpoint",
@@ -445,26 +444,11 @@ def generator_fraction(config: BertConfig, shape: GeneratorShape) -> float:
 # ----------------------------------------------------------------------------
 
 
-def electra_variables(model) -> dict[str, object]:
-    """Our variables by table name: the backbone's as :func:`keras_variables` names them, and for an
-    :class:`ElectraPretrainer` the generator's under ``generator/`` and the head's as
-    ``discriminator_dense/...``, ``discriminator_output/...``.
-    """
-    if not isinstance(model, ElectraPretrainer):
-        return keras_variables(model)
-    found = dict(keras_variables(model.backbone))
-    for owner in (model.generator, model.discriminator_dense, model.discriminator_output):
-        for variable in owner.weights:
-            parts = variable.path.split("/")
-            # The generator also lists the shared embeddings; those belong to the backbone.
-            if owner.name in parts:
-                found["/".join(parts[parts.index(owner.name):])] = variable
-    return found
-
-
 def _model_parts(model) -> tuple[object, BertConfig | None, GeneratorShape | None]:
     if isinstance(model, ElectraPretrainer):
         return model.backbone, model.bert_config, model.generator_shape
+    if isinstance(model, ElectraDiscriminator):
+        return model.backbone, model.bert_config, None
     return model, None, None
 
 
@@ -475,8 +459,9 @@ def assign_from_electra_checkpoint(checkpoint: ElectraCheckpoint, model_or_backb
     Args:
         checkpoint: From :func:`inspect_electra_checkpoint`.
         model_or_backbone: An :class:`ElectraPretrainer` (the discriminator, and the head and
-            generator the checkpoint has; parts it lacks keep their values) or a backbone of
-            ``checkpoint.config``'s shape (the discriminator alone).
+            generator the checkpoint has; parts it lacks keep their values), an
+            :class:`~models.electra.ElectraDiscriminator` (the discriminator and its head) or a
+            backbone of ``checkpoint.config``'s shape (the discriminator alone).
         on_variable: Called with each original name once assigned (progress).
 
     Returns:
@@ -493,8 +478,10 @@ def assign_from_electra_checkpoint(checkpoint: ElectraCheckpoint, model_or_backb
     if generator_shape is not None and checkpoint.generator and generator_shape != checkpoint.generator_shape:
         raise ModelError(f"model: its generator is {generator_shape}, the checkpoint's {checkpoint.generator_shape}")
     parts = {DISCRIMINATOR}
+    if isinstance(model_or_backbone, (ElectraPretrainer, ElectraDiscriminator)):
+        parts.add(DISCRIMINATOR_HEAD)
     if isinstance(model_or_backbone, ElectraPretrainer):
-        parts |= {DISCRIMINATOR_HEAD, GENERATOR}
+        parts.add(GENERATOR)
     variables = electra_variables(model_or_backbone)
     reader = checkpoints._reader(checkpoint.prefix)
     scalars = 0
@@ -523,16 +510,17 @@ def electra_weights(model, config: BertConfig | None = None) -> dict[str, np.nda
 
     Args:
         model: An :class:`ElectraPretrainer` (discriminator, head and generator: a
-            pre-training checkpoint the original's ``run_pretraining.py`` continues from) or a
+            pre-training checkpoint the original's ``run_pretraining.py`` continues from), an
+            :class:`~models.electra.ElectraDiscriminator` (discriminator and head) or a
             backbone alone (the discriminator encoder; then ``config`` is required).
-        config: The backbone's config; an :class:`ElectraPretrainer` carries its own.
+        config: The backbone's config; the two models carry their own.
     """
     backbone, model_config, generator_shape = _model_parts(model)
     config = model_config or config
     if config is None:
         raise ModelError("electra_weights: a backbone alone needs its config")
     variables = electra_variables(model)
-    head = isinstance(model, ElectraPretrainer)
+    head = isinstance(model, (ElectraPretrainer, ElectraDiscriminator))
     weights = {}
     for mapping in electra_variable_mappings(config, generator_shape, head=head):
         value = np.asarray(checkpoints._ours(variables, mapping).numpy(), dtype=np.float32)

@@ -91,52 +91,73 @@ class TensorMapping:
         return np.ascontiguousarray(array.reshape(self.shape[::-1]).T if self.linear else array.reshape(self.shape))
 
 
+def linear_mappings(name: str, ours: str, fan_in: int, fan_out: int, part: str) -> list[TensorMapping]:
+    """A PyTorch ``Linear`` (weight ``[out, in]``, bias) and the Keras Dense (kernel, bias) it becomes."""
+    return [TensorMapping(f"{name}.weight", f"{ours}/kernel", (fan_out, fan_in), part, linear=True),
+            TensorMapping(f"{name}.bias", f"{ours}/bias", (fan_out,), part)]
+
+
+def layer_norm_mappings(name: str, ours: str, width: int, part: str) -> list[TensorMapping]:
+    return [TensorMapping(f"{name}.weight", f"{ours}/gamma", (width,), part),
+            TensorMapping(f"{name}.bias", f"{ours}/beta", (width,), part)]
+
+
+def embedding_mappings(config: BertConfig, width: int, part: str = ENCODER) -> list[TensorMapping]:
+    """Word, position and segment tables ``[V|P|S, width]`` and their LayerNorm (``embeddings.*``)."""
+    return [
+        TensorMapping("embeddings.word_embeddings.weight", "token_embedding/embeddings", (config.vocab_size, width),
+                      part),
+        TensorMapping("embeddings.position_embeddings.weight", "position_embedding/embeddings",
+                      (config.max_position_embeddings, width), part),
+        TensorMapping("embeddings.token_type_embeddings.weight", "segment_embedding/embeddings",
+                      (config.type_vocab_size, width), part),
+        *layer_norm_mappings("embeddings.LayerNorm", "embeddings_layer_norm", width, part),
+    ]
+
+
+def layer_mappings(config: BertConfig, ours_prefix: str = "", part: str = ENCODER) -> list[TensorMapping]:
+    """The ``encoder.layer.N.*`` tensors of ``config``'s layers; ours under ``{ours_prefix}transformer_layer_N``."""
+    H, I = config.hidden_size, config.intermediate_size  # noqa: E741  (I: intermediate size)
+    table: list[TensorMapping] = []
+    for index in range(config.num_hidden_layers):
+        name, ours = f"encoder.layer.{index}", f"{ours_prefix}transformer_layer_{index}"
+        for projection in ("query", "key", "value"):
+            # [H_out, H_in] -> [H_in, N, D]
+            table += linear_mappings(f"{name}.attention.self.{projection}",
+                                     f"{ours}/self_attention_layer/{projection}", H, H, part)
+        # [H_out, H_in] -> [N, D, H_out]
+        table += linear_mappings(f"{name}.attention.output.dense", f"{ours}/self_attention_layer/attention_output",
+                                 H, H, part)
+        table += layer_norm_mappings(f"{name}.attention.output.LayerNorm", f"{ours}/self_attention_layer_norm", H,
+                                     part)
+        table += linear_mappings(f"{name}.intermediate.dense", f"{ours}/feedforward_intermediate_dense", H, I, part)
+        table += linear_mappings(f"{name}.output.dense", f"{ours}/feedforward_output_dense", I, H, part)
+        table += layer_norm_mappings(f"{name}.output.LayerNorm", f"{ours}/feedforward_layer_norm", H, part)
+    return table
+
+
 def tensor_mappings(config: BertConfig) -> list[TensorMapping]:
     """Every tensor of a ``BertForPreTraining`` file of ``config``'s shape (without the ``bert.`` prefix)."""
     if config.projects_embeddings:
         raise ModelError(f"config: embedding_size {config.embedding_size} differs from hidden_size "
                          f"{config.hidden_size}; Transformers' BERT layout has no embedding projection")
-    H, I, V = config.hidden_size, config.intermediate_size, config.vocab_size  # noqa: E741  (I: intermediate size)
-    table: list[TensorMapping] = []
-
-    def add(name, ours, shape, part=ENCODER, linear=False):
-        table.append(TensorMapping(name, ours, tuple(shape), part, linear))
-
-    def linear(name, ours, fan_in, fan_out, part=ENCODER):
-        add(f"{name}.weight", f"{ours}/kernel", (fan_out, fan_in), part, linear=True)
-        add(f"{name}.bias", f"{ours}/bias", (fan_out,), part)
-
-    def layer_norm(name, ours, part=ENCODER):
-        add(f"{name}.weight", f"{ours}/gamma", (H,), part)
-        add(f"{name}.bias", f"{ours}/beta", (H,), part)
-
-    add("embeddings.word_embeddings.weight", "token_embedding/embeddings", (V, H))
-    add("embeddings.position_embeddings.weight", "position_embedding/embeddings", (config.max_position_embeddings, H))
-    add("embeddings.token_type_embeddings.weight", "segment_embedding/embeddings", (config.type_vocab_size, H))
-    layer_norm("embeddings.LayerNorm", "embeddings_layer_norm")
-    for index in range(config.num_hidden_layers):
-        name, ours = f"encoder.layer.{index}", f"transformer_layer_{index}"
-        for projection in ("query", "key", "value"):
-            # [H_out, H_in] -> [H_in, N, D]
-            linear(f"{name}.attention.self.{projection}", f"{ours}/self_attention_layer/{projection}", H, H)
-        # [H_out, H_in] -> [N, D, H_out]
-        linear(f"{name}.attention.output.dense", f"{ours}/self_attention_layer/attention_output", H, H)
-        layer_norm(f"{name}.attention.output.LayerNorm", f"{ours}/self_attention_layer_norm")
-        linear(f"{name}.intermediate.dense", f"{ours}/feedforward_intermediate_dense", H, I)
-        linear(f"{name}.output.dense", f"{ours}/feedforward_output_dense", I, H)
-        layer_norm(f"{name}.output.LayerNorm", f"{ours}/feedforward_layer_norm")
-    linear("pooler.dense", "pooled_dense", H, H, POOLER)
-    linear("cls.predictions.transform.dense", "masked_lm_head/intermediate_dense", H, H, MASKED_LM)
-    layer_norm("cls.predictions.transform.LayerNorm", "masked_lm_head/intermediate_layer_norm", MASKED_LM)
-    add("cls.predictions.bias", "masked_lm_head/output_bias", (V,), MASKED_LM)
-    # [2, H] -> a Dense kernel [H, 2]
-    linear("cls.seq_relationship", "next_sentence_head", H, 2, NEXT_SENTENCE)
-    return table
+    H = config.hidden_size
+    return [
+        *embedding_mappings(config, H),
+        *layer_mappings(config),
+        *linear_mappings("pooler.dense", "pooled_dense", H, H, POOLER),
+        *linear_mappings("cls.predictions.transform.dense", "masked_lm_head/intermediate_dense", H, H, MASKED_LM),
+        *layer_norm_mappings("cls.predictions.transform.LayerNorm", "masked_lm_head/intermediate_layer_norm", H,
+                             MASKED_LM),
+        TensorMapping("cls.predictions.bias", "masked_lm_head/output_bias", (config.vocab_size,), MASKED_LM),
+        # [2, H] -> a Dense kernel [H, 2]
+        *linear_mappings("cls.seq_relationship", "next_sentence_head", H, 2, NEXT_SENTENCE),
+    ]
 
 
-def hf_name(mapping: TensorMapping, prefix: str) -> str:
+def hf_name(mapping: TensorMapping, prefix: str, heads: tuple[str, ...] = ("cls.",)) -> str:
     """The file's name of a mapped tensor: the heads (``cls.*``) never carry the ``bert.`` prefix."""
-    return mapping.name if mapping.name.startswith("cls.") else prefix + mapping.name
+    return mapping.name if mapping.name.startswith(heads) else prefix + mapping.name
 
 
 def alternatives(name: str) -> tuple[str, ...]:
@@ -156,15 +177,31 @@ def config_from_hf(values: dict, source: str) -> tuple[BertConfig, list[str]]:
     """Our config from a Transformers BERT ``config.json``, and notes on what was adapted.
 
     Raises:
-        ModelError: Not ``model_type`` "bert", a missing or invalid size, an activation,
-            LayerNorm epsilon, position embedding type or decoder setting our encoder
-            cannot reproduce exactly (named, with the value).
+        ModelError: Not ``model_type`` "bert", or what :func:`encoder_config_from_hf` refuses.
     """
     model_type = values.get("model_type")
     if model_type != "bert":
         found = f"model_type {model_type!r}" if model_type else "no model_type"
-        raise ModelError(f"{source}: has {found}, not \"bert\"; bert convert reads Hugging Face BERT checkpoints "
-                         "(BertModel, BertForPreTraining, BertForMaskedLM and the fine-tuned BertFor... classes)")
+        raise ModelError(f"{source}: has {found}, not \"bert\" or \"electra\"; bert convert reads Hugging Face "
+                         "BERT checkpoints (BertModel, BertForPreTraining, BertForMaskedLM and the fine-tuned "
+                         "BertFor... classes) and ELECTRA ones (ElectraModel, ElectraForPreTraining)")
+    return encoder_config_from_hf(values, source)
+
+
+def encoder_config_from_hf(values: dict, source: str, embedding_size: int | None = None,
+                           ) -> tuple[BertConfig, list[str]]:
+    """Our config from a Transformers ``config.json`` of the BERT family (BERT, ELECTRA), and notes.
+
+    Args:
+        values: The ``config.json`` object.
+        source: How to name it in errors.
+        embedding_size: The embeddings' width when it differs from ``hidden_size`` (ELECTRA).
+
+    Raises:
+        ModelError: A missing or invalid size, an activation, LayerNorm epsilon, position
+            embedding type or decoder setting our encoder cannot reproduce exactly (named,
+            with the value).
+    """
     activation = values.get("hidden_act", "gelu")
     if activation not in ACTIVATIONS_IN:
         raise ModelError(f"{source}: hidden_act {activation!r} is not supported; the encoder reproduces "
@@ -176,7 +213,8 @@ def config_from_hf(values: dict, source: str) -> tuple[BertConfig, list[str]]:
         raise ModelError(f"{source}: position_embedding_type {values['position_embedding_type']!r} is not "
                          "supported; the encoder has BERT's learned absolute positions")
     if values.get("tie_word_embeddings") is False:
-        raise ModelError(f"{source}: tie_word_embeddings is false; BERT's MLM decoder is the word-embedding matrix")
+        raise ModelError(f"{source}: tie_word_embeddings is false; BERT's (and ELECTRA's generator's) MLM decoder "
+                         "is the word-embedding matrix")
     if values.get("is_decoder") or values.get("add_cross_attention"):
         raise ModelError(f"{source}: is a decoder (is_decoder / add_cross_attention); the encoder is BERT's")
     notes = []
@@ -194,17 +232,18 @@ def config_from_hf(values: dict, source: str) -> tuple[BertConfig, list[str]]:
     chosen = {name: values.get(name, default) for name, default in fields.items()}
     try:
         config = BertConfig(**chosen, hidden_act=ACTIVATIONS_IN[activation], hidden_dropout_prob=hidden_dropout,
-                            attention_probs_dropout_prob=hidden_dropout)
+                            attention_probs_dropout_prob=hidden_dropout, embedding_size=embedding_size)
     except ModelError as error:
         raise ModelError(str(error).replace("config:", f"{source}:", 1)) from None
     return config, notes
 
 
-def config_to_hf(config: BertConfig, architecture: str, pad_token_id: int, extra: dict | None = None) -> dict:
+def config_to_hf(config: BertConfig, architecture: str, pad_token_id: int, extra: dict | None = None,
+                 model_type: str = "bert") -> dict:
     """A Transformers ``config.json`` for ``config`` as ``architecture`` (e.g. "BertForPreTraining")."""
     return {
         "architectures": [architecture],
-        "model_type": "bert",
+        "model_type": model_type,
         "vocab_size": config.vocab_size,
         "hidden_size": config.hidden_size,
         "num_hidden_layers": config.num_hidden_layers,
@@ -359,13 +398,9 @@ def inspect_hf(files: SafetensorsFiles, config: BertConfig, source: str) -> HFCh
     else:
         raise ModelError(f"{source}: has no bert.embeddings.word_embeddings.weight; is it a BERT checkpoint?")
     table = tensor_mappings(config)
-    found = {}
-    for mapping in table:
-        name = next((n for n in alternatives(hf_name(mapping, prefix)) if n in shapes), None)
-        if name is not None:
-            found[mapping.name] = name
+    found = found_names(table, shapes, prefix)
     parts = _present_parts(table, found, config, source)
-    _check_shapes([m for m in table if m.part in parts], found, files, config, source)
+    check_shapes([m for m in table if m.part in parts], found, files, config, source)
     heads = _task_heads(shapes, config, source)
     known = {found[m.name] for m in table if m.part in parts}
     known |= {f"{head}.{kind}" for head in heads for kind in ("weight", "bias")}
@@ -374,25 +409,48 @@ def inspect_hf(files: SafetensorsFiles, config: BertConfig, source: str) -> HFCh
     return HFCheckpoint(files, config, prefix, found, frozenset(parts), heads, unknown)
 
 
+def found_names(table, shapes: dict, prefix: str, heads: tuple[str, ...] = ("cls.",)) -> dict[str, str]:
+    """Mapped name -> the name a file holds it under (prefixed or not, current or old LayerNorm names)."""
+    found = {}
+    for mapping in table:
+        name = next((n for n in alternatives(hf_name(mapping, prefix, heads)) if n in shapes), None)
+        if name is not None:
+            found[mapping.name] = name
+    return found
+
+
 def _present_parts(table, found, config, source) -> set[str]:
-    parts = {ENCODER}
-    missing = [m.name for m in table if m.part == ENCODER and m.name not in found]
-    for part in (POOLER, MASKED_LM, NEXT_SENTENCE):
-        present = [m for m in table if m.part == part and m.name in found]
-        expected = [m for m in table if m.part == part]
-        if present and len(present) < len(expected):
-            missing += [m.name for m in expected if m.name not in found]  # half a head: damaged
-        elif present:
-            parts.add(part)
-    if missing:
-        names = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
-        raise ModelError(f"{source}: missing {len(missing)} tensor(s) that config.json calls for: {names}")
+    parts = present_parts(table, found, {ENCODER}, (POOLER, MASKED_LM, NEXT_SENTENCE), source)
     if NEXT_SENTENCE in parts and MASKED_LM not in parts:
         parts.discard(NEXT_SENTENCE)  # our pre-training model has no NSP-only form
     return parts
 
 
-def _check_shapes(mappings, found, files, config, source) -> None:
+def present_parts(table, found, required: set[str], optional: tuple[str, ...], source: str,
+                  shown=lambda mapping: mapping.name) -> set[str]:
+    """The parts a checkpoint holds: every ``required`` one and the ``optional`` ones it has whole.
+
+    Raises:
+        ModelError: A tensor of a required part is missing, or an optional part is only
+            partly there (a damaged file): the missing tensors are listed (as ``shown`` names them).
+    """
+    parts = set(required)
+    missing = [shown(m) for m in table if m.part in required and m.name not in found]
+    for part in optional:
+        present = [m for m in table if m.part == part and m.name in found]
+        expected = [m for m in table if m.part == part]
+        if present and len(present) < len(expected):
+            missing += [shown(m) for m in expected if m.name not in found]  # half a head: damaged
+        elif present:
+            parts.add(part)
+    if missing:
+        names = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+        raise ModelError(f"{source}: missing {len(missing)} tensor(s) that config.json calls for: {names}")
+    return parts
+
+
+def check_shapes(mappings, found, files, config, source) -> None:
+    """Refuses a tensor whose shape is not the one ``config.json`` implies, or that is not floating point."""
     for mapping in mappings:
         name = found[mapping.name]
         shape = files.shapes[name]

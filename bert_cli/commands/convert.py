@@ -1,4 +1,5 @@
-"""``bert convert``: original google-research/bert checkpoints and Hugging Face directories <-> model directories."""
+"""``bert convert``: original google-research/bert (and ELECTRA) checkpoints and Hugging Face directories <->
+model directories."""
 
 from __future__ import annotations
 
@@ -38,14 +39,18 @@ def convert_command(
     to_format: Annotated[Format, typer.Option(
         "--format",
         help="What a model directory FROM becomes: the original TF1 checkpoint layout, or a Hugging Face "
-             "Transformers directory (BertModel / BertForPreTraining / BertFor... of a fine-tuned task).")] =
-        Format.original,
+             "Transformers directory (BertModel / BertForPreTraining / BertFor... of a fine-tuned task; "
+             "ElectraForPreTraining of an ELECTRA model).")] = Format.original,
+    generator: Annotated[Optional[Path], typer.Option(
+        help="ELECTRA: the generator's Hugging Face directory (ElectraForMaskedLM), read beside a Hugging Face "
+             "discriminator FROM (the model directory then continues ELECTRA pre-training), or written beside TO "
+             "from an ELECTRA model directory with --format huggingface.")] = None,
 ) -> None:
     """Convert an original BERT checkpoint or a Hugging Face directory to a model directory, or back."""
     from bert_cli.conversion import convert
 
     result = convert(source, target, config_path=config, vocab_path=vocab, lowercase=lowercase, overwrite=overwrite,
-                     to_format=to_format.value)
+                     to_format=to_format.value, generator_path=generator)
     render(result)
 
 
