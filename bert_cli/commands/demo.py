@@ -21,15 +21,33 @@ def demo_command(
         help="Pre-training steps of the tiny model; default: from --minutes.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the generated tasks and of every training run.")] = 12345,
 ) -> None:
-    """Run the pipeline on the built-in corpus: vocabulary, records, pre-training, fine-tuning, export, predict."""
-    console.load_tensorflow()
-    from rich.markup import escape
-    from rich.table import Table
+    """Run the pipeline on the built-in corpus: vocabulary, records, pre-training, fine-tuning, export, predict.
 
-    from bert_cli.demo import curve_files, run_demo
+    The classifier is fine-tuned twice with the same options, from the
+    pre-trained model and from random init, the two side by side in the summary.
+    """
+    console.load_tensorflow()
+    from bert_cli.demo import SUMMARY_FILE, curve_files, run_demo
 
     steps = run_demo(workdir, minutes=minutes, corpus_mb=corpus_mb, vocab_size=vocab_size,
                      train_steps=train_steps, seed=seed)
+    console.stdout.print(summary_table(steps, workdir))
+    console.stdout.print(f"Summary as JSON: {workdir / SUMMARY_FILE}")
+    curves = curve_files(steps)
+    if curves:
+        console.stdout.print("Training curves:")
+        for path in curves:
+            console.stdout.print(f"  {path}")
+    console.stdout.print(
+        f"Next: [bold]bert tokenize --vocab {workdir / 'vocab.txt'}[/] and type a sentence."
+    )
+
+
+def summary_table(steps: list, workdir: Path):
+    """The demo's summary: one row per finished step (output, key figures, time), then the total."""
+    from rich.markup import escape
+    from rich.table import Table
+
     table = Table(title=f"bert demo: {workdir}", title_justify="left")
     table.add_column("step", style="bold")
     table.add_column("output")
@@ -40,12 +58,4 @@ def demo_command(
                       f"{step.seconds:.1f} s")
     table.add_section()
     table.add_row("total", str(workdir), "", f"{sum(step.seconds for step in steps) / 60:.1f} min")
-    console.stdout.print(table)
-    curves = curve_files(steps)
-    if curves:
-        console.stdout.print("Training curves:")
-        for path in curves:
-            console.stdout.print(f"  {path}")
-    console.stdout.print(
-        f"Next: [bold]bert tokenize --vocab {workdir / 'vocab.txt'}[/] and type a sentence."
-    )
+    return table
