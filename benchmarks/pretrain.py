@@ -1,12 +1,18 @@
-"""Pre-training speed: our loop (MLM + NSP) vs keras-hub's BertMaskedLM.fit (MLM only), one run.
+"""Pre-training speed: our loop (MLM + NSP) vs keras-hub's BertMaskedLM.fit (MLM only), and the CPU's limit.
 
-    .venv/bin/python benchmarks/pretrain.py [--sizes L-2_H-128 L-4_H-256] [--steps 60] [--repeats 3]
+    .venv/bin/python benchmarks/pretrain.py [--sizes L-2_H-128 L-4_H-256] [--steps 30] [--repeats 3]
+                                            [--vocab-size 30522]
 
-Both train on the same synthetic batches (seq 128, 20 predictions, batch 32,
-vocabulary 30,522) held in memory, so the figure is the model step, not the
-input pipeline. Each measurement times ``--steps`` steps after a warm-up call
-(tracing and XLA compilation excluded); the median of ``--repeats`` is
-reported with the ratio ours / keras-hub (goal >= 1.2 while also training NSP).
+Every arm trains on the same synthetic batches (seq 128, 20 predictions,
+batch 32) held in memory, so the figure is the model step, not the input
+pipeline. Each measurement times ``--steps`` steps after a warm-up call
+(tracing and XLA compilation excluded); arms are interleaved and the median
+of ``--repeats`` is reported with the ratios to keras-hub with and without
+XLA (goal >= 1.2 while also training NSP).
+
+Model FLOPs utilisation is against the machine's *measured* limit: the
+model's own matmul shapes timed with ``tf.matmul`` alone in fp32
+(:func:`matmul_limit`), and the model FLOPs of :func:`flops_per_example`.
 
     .venv/bin/python benchmarks/pretrain.py --gpu-base
 
@@ -48,12 +54,79 @@ def synthetic(batches: int, batch: int, seq: int = SEQ, seed: int = 0) -> dict:
     }
 
 
+def flops_per_example(config, seq: int = SEQ, predictions: int = PREDICTIONS) -> float:
+    """Model FLOPs of one training example: 3x the forward pass's matmuls (forward + the two backward products).
+
+    Per token and layer the forward pass multiplies 4 H x H (query, key,
+    value, output) and 2 H x I (feed-forward) matrices and forms T x T
+    attention scores and their weighted sum (2 x T x H); each masked position
+    goes through the MLM transform (H x H) and the output layer (H x V).
+    Element-wise work (LayerNorm, GELU, softmax, dropout) is not counted.
+    """
+    hidden, inner, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    per_token = layers * (4 * hidden * hidden + 2 * hidden * inner + 2 * seq * hidden)
+    embedding = getattr(config, "embedding_size", None) or hidden
+    if embedding != hidden:
+        per_token += embedding * hidden
+    per_prediction = hidden * hidden + hidden * config.vocab_size
+    return 3 * 2 * (seq * per_token + predictions * per_prediction)
+
+
+def matmul_shapes(config, batch: int, seq: int = SEQ, predictions: int = PREDICTIONS) -> list[tuple]:
+    """The model's matmuls as (count per forward pass, batch dims, m, k, n)."""
+    hidden, inner, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    heads = config.num_attention_heads
+    tokens = batch * seq
+    return [
+        (4 * layers, (), tokens, hidden, hidden),
+        (layers, (), tokens, hidden, inner),
+        (layers, (), tokens, inner, hidden),
+        (2 * layers, (batch * heads,), seq, hidden // heads, seq),
+        (1, (), batch * predictions, hidden, config.vocab_size),
+    ]
+
+
+def matmul_limit(config, batch: int, precision: str, repeats: int = 7, calls: int = 10) -> float:
+    """FLOP/s of ``tf.matmul`` alone on this machine for the model's own matmul shapes and precision.
+
+    The physical limit of a step: each of the forward pass's matmul shapes
+    timed on its own (``calls`` back-to-back products inside one
+    ``tf.function``, best of ``repeats``), the model's FLOPs divided by the
+    time they would take together. A step that did nothing but its matmuls
+    would reach it. Measure it first, in a fresh process.
+    """
+    import tensorflow as tf
+
+    dtype = tf.bfloat16 if "bfloat16" in precision else tf.float32
+    total_flops, total_seconds = 0.0, 0.0
+    for count, dims, m, k, n in matmul_shapes(config, batch):
+        a = tf.random.normal((*dims, m, k), dtype=dtype)
+        b = tf.random.normal((*dims, k, n), dtype=dtype)
+
+        @tf.function
+        def multiply(a, b):
+            total = tf.zeros((), tf.float32)
+            for i in range(calls):  # unrolled: independent products, each read back in part
+                total += tf.cast(tf.matmul(a + tf.cast(i, dtype), b)[..., 0, 0], tf.float32)[..., None][0]
+            return total
+
+        multiply(a, b).numpy()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            multiply(a, b).numpy()
+            times.append((time.perf_counter() - start) / calls)
+        total_flops += count * 2.0 * m * k * n * (dims[0] if dims else 1)
+        total_seconds += count * min(times)
+    return total_flops / total_seconds
+
+
 def time_ours(size: str, steps: int, jit: bool, precision: str = "fp32", batch: int = BATCH,
-              steps_per_execution: int = 1) -> float:
+              steps_per_execution: int = 1, dropout: float | None = None) -> float:
     import tensorflow as tf
 
     from bert_cli import strategy as strategies
-    from bert_cli.pretraining import PretrainTask
+    from bert_cli.pretraining import PretrainTask, training_config
     from bert_cli.training import LoopOptions, run_loop
     from models.config import BertConfig
 
@@ -63,7 +136,7 @@ def time_ours(size: str, steps: int, jit: bool, precision: str = "fp32", batch: 
     def train_input(context, start_step):
         return tf.data.Dataset.from_tensor_slices(data).repeat().batch(batch, drop_remainder=True).prefetch(4)
 
-    config = BertConfig.from_preset(size, vocab_size=VOCAB)
+    config = training_config(BertConfig.from_preset(size, vocab_size=VOCAB), dropout)
     total = steps + steps_per_execution  # the first call traces and compiles
     task = PretrainTask(config, "adamw", 1e-4, total, 0, train_input=train_input, precision=precision)
     marks: list[float] = []
@@ -143,37 +216,49 @@ def gpu_base(steps: int) -> None:
         print(line, flush=True)
 
 
+ARMS = {  # name -> how it trains
+    "ours": lambda size, steps: time_ours(size, steps, jit=False),
+    "ours --jit": lambda size, steps: time_ours(size, steps, jit=True),
+    "ours --jit --dropout 0": lambda size, steps: time_ours(size, steps, jit=True, dropout=0.0),
+    "keras-hub fit": lambda size, steps: time_keras_hub(size, steps),
+    "keras-hub fit XLA": lambda size, steps: time_keras_hub(size, steps, jit=True),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["L-2_H-128", "L-4_H-256"])
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--vocab-size", type=int, default=VOCAB)
     parser.add_argument("--gpu-base", action="store_true", help="measure BERT-Base bf16 on a GPU instead")
     args = parser.parse_args()
     if args.gpu_base:
         gpu_base(args.steps)
         return
-    rows = []
+    globals()["VOCAB"] = args.vocab_size
+    from models.config import BertConfig
+
+    print(f"examples/s on this CPU, seq {SEQ}, {PREDICTIONS} predictions, batch {BATCH}, vocab {VOCAB:,}; "
+          f"median of {args.repeats} x {args.steps} steps, arms interleaved", flush=True)
+    limits = {size: matmul_limit(BertConfig.from_preset(size, vocab_size=VOCAB), BATCH, "fp32") for size in args.sizes}
     for size in args.sizes:
-        runs = {"ours": [], "ours --jit": [], "keras-hub fit": [], "keras-hub fit XLA": []}
+        config = BertConfig.from_preset(size, vocab_size=VOCAB)
+        limit, flops = limits[size], flops_per_example(config)
+        runs: dict[str, list] = {arm: [] for arm in ARMS}
         for _ in range(args.repeats):
-            runs["ours"].append(time_ours(size, args.steps, jit=False))
-            runs["ours --jit"].append(time_ours(size, args.steps, jit=True))
-            runs["keras-hub fit"].append(time_keras_hub(size, args.steps))
-            runs["keras-hub fit XLA"].append(time_keras_hub(size, args.steps, jit=True))
+            for arm, measure in ARMS.items():
+                runs[arm].append(measure(size, args.steps))
             print(f"  {size}: " + ", ".join(f"{k} {v[-1]:,.1f}" for k, v in runs.items()), flush=True)
-        medians = {k: statistics.median(v) for k, v in runs.items()}
-        rows.append((size, medians))
-    print(f"\nexamples/s on CPU, seq {SEQ}, batch {BATCH}, vocab {VOCAB:,}, median of {args.repeats}")
-    print(f"{'size':<12} {'ours':>10} {'ours --jit':>11} {'keras-hub':>10} {'k-h XLA':>8} {'ratio':>7} {'vs XLA':>7}")
-    for size, m in rows:
-        best = max(m["ours"], m["ours --jit"])
-        print(f"{size:<12} {m['ours']:>10,.1f} {m['ours --jit']:>11,.1f} {m['keras-hub fit']:>10,.1f} "
-              f"{m['keras-hub fit XLA']:>8,.1f} {best / m['keras-hub fit']:>6.2f}x "
-              f"{best / m['keras-hub fit XLA']:>6.2f}x")
-    print("ratio = best of ours (MLM + NSP) / keras-hub BertMaskedLM.fit "
-          "(MLM only, compile's default: no XLA on a CPU);")
-    print("vs XLA = the same against keras-hub with jit_compile=True; goal >= 1.2x")
+        medians = {arm: statistics.median(values) for arm, values in runs.items()}
+        print(f"\n{size}: {flops / 1e9:.2f} GFLOP per example; tf.matmul alone on its shapes (fp32): "
+              f"{limit / 1e9:,.0f} GFLOP/s, the limit")
+        print(f"{'arm':<24} {'examples/s':>10} {'GFLOP/s':>8} {'of limit':>9} {'vs keras-hub':>13} {'vs k-h XLA':>11}")
+        for arm, rate in medians.items():
+            print(f"{arm:<24} {rate:>10,.1f} {rate * flops / 1e9:>8,.1f} {rate * flops / limit:>9.0%} "
+                  f"{rate / medians['keras-hub fit']:>12.2f}x {rate / medians['keras-hub fit XLA']:>10.2f}x")
+    print("\nours: MLM + NSP, bert pretrain's loop and optimizer (AdamW, clip 1.0, dense embedding gradients); "
+          "keras-hub: BertMaskedLM.fit, MLM only")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,105 @@
+"""`bert pretrain`'s speed choices: XLA picked by default where it was measured faster, and `--dropout`."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from bert_cli.main import app
+from bert_cli.pretraining import XLA_MIN_STEPS, PretrainOptions, training_config, use_xla
+from cli_helpers import assert_one_line_error
+from pretrain_helpers import TINY_CONFIG, make_examples, write_config, write_records, write_vocab
+
+tf = pytest.importorskip("tensorflow")
+
+
+@dataclasses.dataclass
+class _Distribution:
+    kind: str = "default"
+
+
+def _options(**changes) -> PretrainOptions:
+    return PretrainOptions(inputs=("r",), output="o", train_steps=changes.pop("train_steps", 1000), **changes)
+
+
+def test_xla_by_default_for_long_fp32_runs_only():
+    cpu = _Distribution()
+    assert use_xla(_options(), cpu) is True
+    assert use_xla(_options(train_steps=XLA_MIN_STEPS - 1), cpu) is False  # compile time would not pay back
+    assert use_xla(_options(precision="mixed_bfloat16"), cpu) is False  # slower under XLA on a CPU
+    assert use_xla(_options(), _Distribution("tpu")) is False  # compiled anyway
+    assert use_xla(_options(jit=False), cpu) is False  # asked for: always as asked
+    assert use_xla(_options(jit=True, train_steps=5, precision="mixed_bfloat16"), cpu) is True
+
+
+def test_training_config_replaces_dropout_only():
+    from models.config import BertConfig
+
+    config = BertConfig(**{**TINY_CONFIG, "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1})
+    assert training_config(config, None) is config
+    off = training_config(config, 0.0)
+    assert (off.hidden_dropout_prob, off.attention_probs_dropout_prob) == (0.0, 0.0)
+    assert dataclasses.replace(off, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1) == config
+    assert config.hidden_dropout_prob == 0.1  # the model's own config is untouched
+
+
+def _training_outputs_differ(config) -> bool:
+    from bert_cli.pretraining import record_inputs
+    from models.pretraining import build_pretrainer
+
+    model = build_pretrainer(config, next_sentence=True)
+    batch = {key: tf.constant(value) for key, value in _batch().items()}
+    first = model(record_inputs(batch), training=True)["mlm_logits"].numpy()
+    second = model(record_inputs(batch), training=True)["mlm_logits"].numpy()
+    return not np.array_equal(first, second)
+
+
+def _batch() -> dict:
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, TINY_CONFIG["vocab_size"], (4, 16))
+    return {"input_ids": ids, "input_mask": np.ones_like(ids), "segment_ids": np.zeros_like(ids),
+            "masked_lm_positions": np.tile(np.arange(1, 5), (4, 1)), "masked_lm_ids": ids[:, 1:5],
+            "masked_lm_weights": np.ones((4, 4), "float32")}
+
+
+def test_dropout_reaches_the_model_layers():
+    from models.config import BertConfig
+
+    config = BertConfig(**{**TINY_CONFIG, "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1})
+    assert _training_outputs_differ(config)  # the model's own dropout draws new masks each call
+    assert not _training_outputs_differ(training_config(config, 0.0))
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("records")
+    write_vocab(directory)
+    config = write_config(directory, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+    write_records(directory / "part-00000.tfrecord", make_examples(256, seed=1))
+    return directory, config
+
+
+def _pretrain(runner, corpus, output, *extra):
+    directory, config = corpus
+    return runner.invoke(app, [
+        "pretrain", str(directory / "part-00000.tfrecord"), "-o", str(output), "--model", str(config), "--vocab",
+        str(directory / "vocab.txt"), "--batch-size", "16", "--train-steps", "6", "--warmup-steps", "1", *extra])
+
+
+def test_dropout_option_keeps_the_models_config_and_is_part_of_the_run(runner, corpus, tmp_path):
+    output = tmp_path / "model"
+    result = _pretrain(runner, corpus, output, "--dropout", "0")
+    assert result.exit_code == 0, result.output
+    assert "XLA off (auto), dropout 0" in " ".join(result.stderr.split())
+    saved = json.loads((output / "bert_config.json").read_text())
+    assert saved["hidden_dropout_prob"] == 0.1 and saved["attention_probs_dropout_prob"] == 0.1
+    refused = _pretrain(runner, corpus, output, "--dropout", "0.2")
+    assert refused.exit_code == 2 and "--overwrite" in refused.stderr
+
+
+@pytest.mark.parametrize("value", ["-0.1", "1"])
+def test_dropout_out_of_range_is_one_line(runner, corpus, tmp_path, value):
+    result = _pretrain(runner, corpus, tmp_path / "model", "--dropout", value)
+    assert_one_line_error(result, "--dropout")
+    assert not (tmp_path / "model" / "model.weights.h5").exists()
