@@ -315,7 +315,7 @@ def train_input(arrays: dict, micro_batch: int, seed: int, token_keys: tuple[str
 
     size = len(next(iter(arrays.values())))
     lengths = tf.constant(example_lengths(arrays["input_mask"])) if group_by_length else None
-    lengths_max = int(arrays["input_mask"].shape[1])
+    lengths_max = int(arrays["input_mask"].shape[1]) if group_by_length else 0
 
     from bert_cli.training import consumed_per_pipeline
 

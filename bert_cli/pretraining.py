@@ -530,7 +530,8 @@ def _task(options: PretrainOptions, inputs: PretrainInputs, distribution):
             stored_masks=inputs.eval_records.masked,
         ).take(options.eval_batches)
 
-    common = dict(config=training_config(inputs.config, options.dropout), optimizer=options.optimizer, learning_rate=options.learning_rate,
+    common = dict(config=training_config(inputs.config, options.dropout), optimizer=options.optimizer,
+                  learning_rate=options.learning_rate,
                   train_steps=options.train_steps, warmup_steps=options.warmup_steps, train_input=train_input,
                   weight_decay=options.weight_decay, precision=options.precision,
                   bias_correction=options.adam_bias_correction)
