@@ -314,8 +314,9 @@ def train_input(arrays: dict, micro_batch: int, seed: int, token_keys: tuple[str
     import tensorflow as tf
 
     size = len(next(iter(arrays.values())))
-    lengths = tf.constant(example_lengths(arrays["input_mask"])) if group_by_length else None
-    lengths_max = int(arrays["input_mask"].shape[1]) if group_by_length else 0
+    lengths, width = None, 0  # [N] with --group-by-length, and T, which no length exceeds
+    if group_by_length:
+        lengths, width = tf.constant(example_lengths(arrays["input_mask"])), int(arrays["input_mask"].shape[1])
 
     from bert_cli.training import consumed_per_pipeline
 
@@ -330,7 +331,7 @@ def train_input(arrays: dict, micro_batch: int, seed: int, token_keys: tuple[str
                 tf.range(size, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), e]))  # [N]
             if lengths is not None:
                 window = tf.range(size, dtype=tf.int64) // (GROUP_BATCHES * micro_batch * pipelines)  # [N]
-                key = window * (int(lengths_max) + 1) + (lengths_max - tf.gather(lengths, order))  # longest first
+                key = window * (width + 1) + (width - tf.gather(lengths, order))  # longest first in each window
                 order = tf.gather(order, tf.argsort(key, stable=True))
             return tf.data.Dataset.from_tensor_slices(order)
 
