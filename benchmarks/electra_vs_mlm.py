@@ -39,27 +39,6 @@ import pretraining_helps as helps  # noqa: E402  (the shared benchmark steps)
 OBJECTIVES = ("mlm", "electra")
 
 
-def prepare(workdir: Path, options) -> tuple[Path, Path, Path]:
-    """Vocabulary, training records and held-out records (reused when present)."""
-    text = workdir / "text"
-    text.mkdir(parents=True, exist_ok=True)
-    train_text, held_out_text = text / "train.txt", text / "held_out.txt"
-    if not held_out_text.exists():
-        helps._split_held_out(sorted((helps.DATA / "corpora").glob("*.txt")), train_text, held_out_text)
-    vocab = workdir / "vocab" / "vocab.txt"
-    if not vocab.exists():
-        helps._run(helps.BERT + ["vocab", str(train_text), "-o", str(vocab), "--vocab-size", str(options.vocab_size)])
-    seq = ["--max-seq-length", str(options.seq_length),
-           "--max-predictions-per-seq", str(round(options.seq_length * 0.15 + 0.5))]
-    records, held_out = workdir / "records", workdir / "records-held-out"
-    for source, target, extra in ((train_text, records, ["--dupe-factor", "2", "--num-shards", "4"]),
-                                  (held_out_text, held_out, ["--dupe-factor", "1", "--seed", "54321"])):
-        if not (target / "manifest.json").exists():
-            helps._run(helps.BERT + ["make-data", str(source), "--vocab", str(vocab), "-o", str(target), *seq,
-                                     *extra, "--overwrite"])
-    return vocab, records, held_out
-
-
 def pretrain(objective: str, steps: int, output: Path, vocab: Path, records: Path, held_out: Path | None,
              options) -> dict:
     """``bert pretrain --objective OBJECTIVE`` for ``steps`` updates; its pretrain.json."""
@@ -69,7 +48,8 @@ def pretrain(objective: str, steps: int, output: Path, vocab: Path, records: Pat
         helps._run(helps.BERT + [
             "pretrain", str(records), "-o", str(output), "--model", options.model, "--vocab", str(vocab),
             "--objective", objective, "--train-steps", str(steps), "--warmup-steps", str(max(1, steps // 10)),
-            "--learning-rate", str(options.learning_rate), "--batch-size", str(options.batch_size), "--jit",
+            "--learning-rate", str(getattr(options, f"{objective}_learning_rate")),
+            "--batch-size", str(options.batch_size), "--jit",
             "--log-every", str(max(1, steps // 10)), "--save-every", str(max(1, steps // 5)), *evaluation])
     return json.loads(summary.read_text())
 
@@ -91,12 +71,16 @@ def main() -> None:
     parser.add_argument("--model", default="L-4_H-256")
     parser.add_argument("--seq-length", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--learning-rate", type=float, default=1e-3, help="pre-training peak learning rate")
+    parser.add_argument("--mlm-learning-rate", type=float, default=helps.LEARNING_RATES["mlm"],
+                        help="masked LM's pre-training peak learning rate")
+    parser.add_argument("--electra-learning-rate", type=float, default=helps.LEARNING_RATES["electra"],
+                        help="ELECTRA's pre-training peak learning rate (1e-3 leaves its discriminator at "
+                             "'all original')")
     parser.add_argument("--calibration-steps", type=int, default=40)
     parser.add_argument("--vocab-size", type=int, default=8000)
+    parser.add_argument("--dupe-factor", type=int, default=2)
     parser.add_argument("--tasks", nargs="+", default=list(helps.TASKS), choices=list(helps.TASKS))
     parser.add_argument("--epochs", type=float, default=2.0)
-    parser.add_argument("--squad-epochs", type=float, default=2.0)
     parser.add_argument("--finetune-learning-rate", type=float, default=5e-4)
     parser.add_argument("--max-train", type=int, default=2000)
     parser.add_argument("--squad-max-train", type=int, default=1500)
@@ -106,7 +90,7 @@ def main() -> None:
         parser.error(f"{helps.DATA} is not present")
     workdir = options.workdir
     workdir.mkdir(parents=True, exist_ok=True)
-    vocab, records, held_out = prepare(workdir, options)
+    vocab, records, held_out = helps.prepare(workdir, options)
     rate = speeds(workdir, vocab, records, options)
     print(f"\nexamples/s of one update, {options.model} at seq {options.seq_length}, batch {options.batch_size}: "
           f"MLM {rate['mlm']:,.1f}, ELECTRA {rate['electra']:,.1f} (ELECTRA/MLM {rate['electra'] / rate['mlm']:.2f})")
@@ -124,16 +108,17 @@ def main() -> None:
 
 def report(options, workdir: Path, models: dict, rows: dict) -> None:
     """Fine-tunes every arm on every task and prints the table."""
-    finetune = argparse.Namespace(max_train=options.max_train, squad_max_train=options.squad_max_train,
-                                  epochs=options.epochs, squad_epochs=options.squad_epochs,
-                                  batch_size=options.batch_size, learning_rate=options.finetune_learning_rate,
-                                  seed=options.seed)
+    options.workdir = workdir  # where helps.finetune keeps its training-set splits
+    options.min_updates, options.squad_dev_max = 0, 0
+    options.learning_rate = options.finetune_learning_rate
     arms = {"random": ["--model", str(models["mlm"] / "bert_config.json"), "--vocab", str(models["mlm"] / "vocab.txt")],
             "mlm": ["--init", str(models["mlm"])], "electra": ["--init", str(models["electra"])]}
     scores: dict[str, dict[str, float]] = {arm: {} for arm in arms}
     for task in options.tasks:
+        labels = options.squad_max_train if task == "squad" else options.max_train
         for arm, start in arms.items():
-            scores[arm][task] = helps.finetune(task, start, workdir / f"{task}-{arm}", finetune, workdir)["value"]
+            scores[arm][task] = helps.finetune(task, start, labels, options.seed, workdir / f"{task}-{arm}",
+                                               options) / 100
     for objective, row in rows.items():
         e = row["evaluation"]
         extra = (f", held-out disc acc {e['disc_accuracy']:.1%}" if "disc_accuracy" in e else "")

@@ -1,37 +1,47 @@
-"""Does pre-training help? Fine-tune from a pre-trained model and from random init, same budget.
+"""Does pre-training pay off? Fine-tune from pre-trained models and from random init, few and many labels.
 
 The central claim of BERT, at small scale: pre-training on unlabelled text
 makes small labelled sets go much further. This script
 
-1. pre-trains ``--model`` (default ``L-4_H-256``) on the shared corpora
-   (``../shared/data/corpora/*.txt``) for ``--pretrain-steps`` updates, holding
-   out every 20th document to report masked-LM accuracy on text the model never
-   saw (skipped when ``--pretrained MODEL_DIR`` is given);
-2. fine-tunes on SST-2, RTE, WNUT-17 and SQuAD v1.1 (the shared splits) twice
-   with identical options: from the pre-trained weights (``--init``) and from
-   random weights of the same shape and vocabulary (``--model CONFIG --vocab
-   VOCAB``), so only the starting point differs;
-3. prints one Markdown table: task, dev metric, random init, pre-trained,
-   difference.
+1. makes one vocabulary and one set of records from the shared corpora
+   (``../shared/data/corpora/*.txt``; every 20th document held out);
+2. pre-trains ``--model`` with each objective of ``--objectives`` (masked LM,
+   ELECTRA) for each budget of ``--budgets`` minutes. Budgets are **step
+   counts**: minutes x ``--updates-per-minute`` of the objective (measured on
+   this machine, so reruns are reproducible; an ELECTRA update costs more, so it
+   gets fewer). A longer budget continues the shorter one's model
+   (``--init-checkpoint``, a fresh schedule): the 60-minute model is the
+   15-minute model plus 45 minutes, and the table costs the longest budget only;
+3. fine-tunes every starting point (random init of the same shape and
+   vocabulary, and each pre-trained model) on SST-2, RTE, WNUT-17 and SQuAD
+   v1.1 (the shared splits) with the first 100 and 1,000 training examples
+   (``--seeds`` fine-tuning seeds each) and with the training set capped at
+   ``--full-cap`` (one seed); every cell of a row has identical options;
+4. prints one Markdown table (dev metric, mean +- std over seeds, and the
+   average over the four tasks at <= 1,000 labels with its difference from
+   random init) and draws ``pretraining_helps.png`` (dev metric vs labels, one
+   line per arm and budget).
 
-Every step runs the ``bert`` command a user would type. Budgets are in steps
-and examples, not seconds, so a busy machine changes the time, not the figures.
-Outputs of finished steps are reused when the script is run again with the same
-``--workdir`` (fine-tuning reruns resume), so a long run can be interrupted.
+    .venv/bin/python benchmarks/pretraining_helps.py --workdir /tmp/helps                 # MLM, 15 and 60 min
+    .venv/bin/python benchmarks/pretraining_helps.py --workdir /tmp/helps --objectives mlm electra
+    .venv/bin/python benchmarks/pretraining_helps.py --workdir /tmp/helps --budgets 15 --tasks sst2 rte
 
-    .venv/bin/python benchmarks/pretraining_helps.py --workdir /tmp/helps            # everything
-    .venv/bin/python benchmarks/pretraining_helps.py --pretrained MODEL_DIR --tasks sst2 rte
-
-The budget of the defaults (600 updates of batch 32: about 20 minutes of
-pre-training on 2 quiet CPU cores, then a few minutes per fine-tuning arm) shows the effect, not what BERT-Base
-reaches: see the README's benchmark section for the measured table.
+Every step runs the ``bert`` command a user would type. Each finished step (a
+pre-training run, a fine-tuning cell) is reused when the script is rerun with
+the same ``--workdir``, so a long run can be interrupted and a table extended
+(another seed, objective or budget) without redoing the rest. Fine-tuning and
+pre-training figures do not depend on how busy the machine is, only the
+reported minutes do.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import re
+import statistics
 import subprocess
 import sys
 import time
@@ -41,7 +51,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 BERT = [sys.executable, "-m", "bert_cli"]
-
 
 # name -> command, train file, dev file, dev metric (as finetune.json names it), shown name, options
 TASKS = {
@@ -54,6 +63,13 @@ TASKS = {
     "squad": ("squad", "squad/v1.1-train.json", "squad/v1.1-dev.json", "f1", "F1",
               ["--max-seq-length", "192", "--doc-stride", "64", "--max-query-length", "32"]),
 }
+#: Updates per minute of ``bert pretrain`` (batch 32, seq 128, XLA) on this project's quiet 2-vCPU machine,
+#: L-2_H-128, with held-out evaluation and checkpoints: MLM 2,634 updates in 16.6 min, ELECTRA 1,498 in 15.3.
+UPDATES_PER_MINUTE = {"L-2_H-128": {"mlm": 158.0, "electra": 98.0}}
+#: Peak pre-training learning rates (batch 32). At MLM's 1e-3 ELECTRA's discriminator falls back to the
+#: trivial "all original" answer within 50 updates and stays there (held-out recall 0.1 % after 1,498);
+#: at 1e-4 it learns (see the README's ELECTRA section for the measurements).
+LEARNING_RATES = {"mlm": 1e-3, "electra": 1e-4}
 
 
 def _run(args: list[str]) -> None:
@@ -65,7 +81,7 @@ def _head(source: Path, target: Path, rows: int, kind: str) -> Path:
     """The first ``rows`` examples of a training file (sentences for CoNLL, questions for SQuAD)."""
     text = source.read_text(encoding="utf-8")
     if kind == "tag":
-        sentences = [s for s in text.replace("\r\n", "\n").split("\n\n") if s.strip()]
+        sentences = _sentences(text)
         target.write_text("\n\n".join(sentences[:rows]) + "\n", encoding="utf-8")
     elif kind == "squad":
         data = json.loads(text)
@@ -87,6 +103,23 @@ def _head(source: Path, target: Path, rows: int, kind: str) -> Path:
     return target
 
 
+def _sentences(text: str) -> list[str]:
+    """The sentences of a CoNLL file: blocks between lines that are empty or only whitespace (WNUT-17's
+    training file separates most of its sentences by a line holding one tab)."""
+    return [block.strip("\n") for block in re.split(r"\n[ \t]*(?:\r?\n)", text.replace("\r\n", "\n"))
+            if block.strip()]
+
+
+def _count(source: Path, kind: str) -> int:
+    """Examples in a training file, counted as :func:`_head` counts them."""
+    text = source.read_text(encoding="utf-8")
+    if kind == "tag":
+        return len(_sentences(text))
+    if kind == "squad":
+        return sum(len(p["qas"]) for a in json.loads(text)["data"] for p in a["paragraphs"])
+    return max(0, len(text.splitlines()) - 1)
+
+
 def _split_held_out(corpora: list[Path], train: Path, held_out: Path, every: int = 20) -> None:
     """Every ``every``-th document of each corpus goes to ``held_out``, the rest to ``train``."""
     kept, spared = [], []
@@ -98,127 +131,247 @@ def _split_held_out(corpora: list[Path], train: Path, held_out: Path, every: int
     held_out.write_text("\n\n".join(spared) + "\n", encoding="utf-8")
 
 
-def make_pretrained(workdir: Path, options: argparse.Namespace) -> Path:
-    """Vocabulary, records and pre-training on the shared corpora; reuses finished steps."""
-    corpora = sorted((DATA / "corpora").glob("*.txt"))
+def prepare(workdir: Path, options) -> tuple[Path, Path, Path]:
+    """Vocabulary, training records and held-out records from the shared corpora (reused when present)."""
     text = workdir / "text"
     text.mkdir(parents=True, exist_ok=True)
     train_text, held_out_text = text / "train.txt", text / "held_out.txt"
     if not held_out_text.exists():
-        _split_held_out(corpora, train_text, held_out_text)
+        _split_held_out(sorted((DATA / "corpora").glob("*.txt")), train_text, held_out_text)
     vocab = workdir / "vocab" / "vocab.txt"
     if not vocab.exists():
         _run(BERT + ["vocab", str(train_text), "-o", str(vocab), "--vocab-size", str(options.vocab_size)])
+    seq = ["--max-seq-length", str(options.seq_length),
+           "--max-predictions-per-seq", str(round(options.seq_length * 0.15 + 0.5))]
     records, held_out = workdir / "records", workdir / "records-held-out"
-    seq = ["--max-seq-length", str(options.pretrain_seq_length),
-           "--max-predictions-per-seq", str(round(options.pretrain_seq_length * 0.15 + 0.5))]
-    if not (records / "manifest.json").exists():
-        _run(BERT + ["make-data", str(train_text), "--vocab", str(vocab), "-o", str(records),
-                     "--dupe-factor", str(options.dupe_factor), "--num-shards", "4", *seq, "--overwrite"])
-    if not (held_out / "manifest.json").exists():
-        _run(BERT + ["make-data", str(held_out_text), "--vocab", str(vocab), "-o", str(held_out),
-                     "--dupe-factor", "1", "--seed", "54321", *seq, "--overwrite"])
-    output = workdir / "pretrained"
-    steps = options.pretrain_steps
-    if not (output / "task.json").exists() or json.loads((output / "pretrain.json").read_text())["final_step"] < steps:
+    for source, target, extra in ((train_text, records, ["--dupe-factor", str(options.dupe_factor),
+                                                         "--num-shards", "4"]),
+                                  (held_out_text, held_out, ["--dupe-factor", "1", "--seed", "54321"])):
+        if not (target / "manifest.json").exists():
+            _run(BERT + ["make-data", str(source), "--vocab", str(vocab), "-o", str(target), *seq, *extra,
+                         "--overwrite"])
+    return vocab, records, held_out
+
+
+def pretrain(objective: str, steps: int, output: Path, data: tuple[Path, Path, Path], options,
+             init: Path | None = None) -> dict:
+    """``bert pretrain --objective OBJECTIVE`` for ``steps`` updates (from ``init``'s weights when given).
+
+    Returns its pretrain.json plus ``minutes``: the wall clock of the run that made it, kept in
+    ``budget.json`` so a rerun reports the original figure.
+    """
+    vocab, records, held_out = data
+    budget = output / "budget.json"
+    if not budget.exists():
+        start = ["--init-checkpoint", str(init), "--seed", str(options.seed + 1)] if init else []
+        lr = options.pretrain_learning_rate.get(objective, LEARNING_RATES[objective])
+        started = time.perf_counter()
         _run(BERT + ["pretrain", str(records), "-o", str(output), "--model", options.model, "--vocab", str(vocab),
-                     "--train-steps", str(steps), "--warmup-steps", str(steps // 10),
-                     "--learning-rate", str(options.pretrain_learning_rate), "--batch-size", "32", "--jit",
-                     "--log-every", str(max(1, steps // 20)), "--save-every", str(max(1, steps // 10)),
-                     "--eval-input", str(held_out), "--eval-every", str(max(1, steps // 4)),
-                     "--eval-batches", "50"])
-    return output
+                     "--objective", objective, "--train-steps", str(steps), "--warmup-steps", str(max(1, steps // 10)),
+                     "--learning-rate", str(lr), "--batch-size", "32", "--log-every", str(max(1, steps // 20)),
+                     "--save-every", str(max(1, steps // 5)), "--eval-input", str(held_out),
+                     "--eval-batches", "50", *start])
+        budget.write_text(json.dumps({"steps": steps, "minutes": (time.perf_counter() - started) / 60}))
+    return {**json.loads((output / "pretrain.json").read_text()), **json.loads(budget.read_text())}
 
 
-def finetune(task: str, start: list[str], output: Path, options: argparse.Namespace, scratch: Path) -> dict:
+def pretrained_arms(workdir: Path, data, options) -> dict[str, dict]:
+    """Each objective at each budget: ``{"mlm-15": {"dir", "steps", "minutes", "evaluation"}, ...}``."""
+    arms = {}
+    for objective in options.objectives:
+        rate = options.updates_per_minute[objective]
+        previous, done_steps, done_minutes = None, 0, 0.0
+        for minutes in sorted(options.budgets):
+            steps = max(1, round(minutes * rate)) - done_steps
+            output = workdir / "pretrained" / f"{objective}-{minutes:g}"
+            summary = pretrain(objective, steps, output, data, options, init=previous)
+            done_steps, done_minutes = done_steps + steps, done_minutes + summary["minutes"]
+            arms[f"{objective}-{minutes:g}"] = {"dir": output, "steps": done_steps, "minutes": done_minutes,
+                                                "evaluation": summary.get("evaluation") or {}}
+            previous = output
+    return arms
+
+
+def cell_options(labels: int, options) -> list[str]:
+    """Fine-tuning options of a row: the same for every arm. Small sets get a smaller batch and more
+    epochs, so that every cell trains for at least ``--min-updates`` updates."""
+    batch = 8 if labels <= 100 else options.batch_size
+    epochs = max(options.epochs, math.ceil(options.min_updates * batch / labels))
+    return ["--epochs", f"{epochs:g}", "--batch-size", str(batch), "--learning-rate", str(options.learning_rate)]
+
+
+def finetune(task: str, start: list[str], labels: int, seed: int, output: Path, options) -> float:
+    """One cell: fine-tune from ``start`` on the first ``labels`` training examples; its dev metric."""
     command, train, dev, metric, _, extra = TASKS[task]
-    train_path = DATA / train
-    limit = options.squad_max_train if command == "squad" else options.max_train
-    if limit:
-        train_path = _head(train_path, scratch / f"{task}-train{train_path.suffix}", limit, command)
-    epochs = options.squad_epochs if command == "squad" else options.epochs
-    started = time.perf_counter()
-    if not (output / "task.json").exists():
-        _run(BERT + ["finetune", command, str(train_path), "--dev", str(DATA / dev), "-o", str(output), *start,
-                     "--epochs", str(epochs), "--batch-size", str(options.batch_size),
-                     "--learning-rate", str(options.learning_rate), "--seed", str(options.seed), *extra])
-    summary = json.loads((output / "finetune.json").read_text(encoding="utf-8"))
-    return {"metric": metric, "value": summary["dev"][metric], "steps": summary["final_step"],
-            "seconds": time.perf_counter() - started}
+    scratch = options.workdir / "splits"
+    scratch.mkdir(parents=True, exist_ok=True)
+    train_path = scratch / f"{task}-{labels}{Path(train).suffix}"
+    if not train_path.exists():
+        _head(DATA / train, train_path, labels, command)
+    dev_path = DATA / dev
+    if command == "squad" and options.squad_dev_max:
+        dev_path = scratch / f"squad-dev-{options.squad_dev_max}.json"
+        if not dev_path.exists():
+            _head(DATA / dev, dev_path, options.squad_dev_max, "squad")
+    if not (output / "finetune.json").exists():
+        _run(BERT + ["finetune", command, str(train_path), "--dev", str(dev_path), "-o", str(output), *start,
+                     *cell_options(labels, options), "--seed", str(seed), *extra])
+    return json.loads((output / "finetune.json").read_text(encoding="utf-8"))["dev"][metric] * 100
 
 
-def main() -> None:
+def label_sizes(task: str, options) -> list[tuple[str, int, list[int]]]:
+    """The rows of a task: (name, examples, seeds) for each ``--labels`` size and the capped full set."""
+    command, train = TASKS[task][0], TASKS[task][1]
+    full = min(options.full_cap, _count(DATA / train, command))
+    seeds = [options.seed + i for i in range(options.seeds)]
+    rows = [(f"{n:,}", n, seeds) for n in options.labels if n < full]
+    return rows + [(f"all ({full:,})", full, [options.seed])] if options.full_cap else rows
+
+
+def run_cells(arms: dict[str, list[str]], options) -> dict:
+    """Every (task, labels, arm) cell: ``{task: {row: {arm: [dev metric per seed]}}}``."""
+    results: dict = {}
+    for task in options.tasks:
+        for row, labels, seeds in label_sizes(task, options):
+            for arm, start in arms.items():
+                cells = options.workdir / "cells" / arm
+                values = [finetune(task, start, labels, seed, cells / f"{task}-{labels}-s{seed}", options)
+                          for seed in seeds]
+                results.setdefault(task, {}).setdefault(row, {})[arm] = values
+    return results
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def few_label_average(results: dict, arm: str, options) -> tuple[float, float]:
+    """An arm's dev metric averaged over tasks and the ``--labels`` rows (<= 1,000 labels), with the
+    standard deviation over fine-tuning seeds of that average (seed k's cells averaged, then k varies)."""
+    per_seed: list[list[float]] = []
+    for task in results:
+        for row, labels, _ in label_sizes(task, options):
+            if labels in options.labels:
+                per_seed.append(results[task][row][arm])
+    by_seed = [statistics.fmean(values[k] for values in per_seed) for k in range(min(map(len, per_seed)))]
+    return _mean_std(by_seed)
+
+
+def print_table(results: dict, arms: list[str], options) -> None:
+    """One Markdown table: a row per task and label count, mean +- std over seeds per arm."""
+    print("\n| task | metric | labels | " + " | ".join(arms) + " |")
+    print("|---|---|---|" + "---|" * len(arms))
+    for task, rows in results.items():
+        for row, cells in rows.items():
+            shown = [f"{m:.1f} ± {s:.1f}" if len(cells[a]) > 1 else f"{m:.1f}"
+                     for a in arms for m, s in [_mean_std(cells[a])]]
+            print(f"| {task} | {TASKS[task][4]} | {row} | " + " | ".join(shown) + " |")
+    averages = {arm: few_label_average(results, arm, options) for arm in arms}
+    base_mean, base_std = averages["random"]
+    print("| **mean, <= 1,000 labels** | | | " + " | ".join(f"**{m:.1f} ± {s:.1f}**" for m, s in averages.values())
+          + " |")
+    print("| difference from random init | | | " + " | ".join(
+        f"{m - base_mean:+.1f} (spread {math.hypot(s, base_std):.1f})" for m, s in averages.values()) + " |")
+
+
+def plot(results: dict, arms: list[str], options, path: Path) -> None:
+    """Dev metric vs number of labels, one line per arm and budget, a panel per task (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(results), figsize=(4 * len(results), 3.6), squeeze=False)
+    for axis, (task, rows) in zip(axes[0], results.items()):
+        sizes = {row: labels for row, labels, _ in label_sizes(task, options)}
+        for arm in arms:
+            points = [(sizes[row], *_mean_std(cells[arm])) for row, cells in rows.items()]
+            x, y, err = zip(*points)
+            axis.errorbar(x, y, yerr=err, marker="o", capsize=3, label=arm,
+                          linestyle="--" if arm == "random" else "-")
+        axis.set_xscale("log")
+        axis.set_xticks(sorted(sizes.values()), [f"{n:,}" for n in sorted(sizes.values())])
+        axis.minorticks_off()
+        axis.set_title(f"{task} (dev {TASKS[task][4]})")
+        axis.set_xlabel("training examples")
+        axis.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def _rates(text: list[str], default: dict[str, float]) -> dict[str, float]:
+    """``["mlm=158", "electra=98"]`` over ``default``."""
+    rates = dict(default)
+    for item in text or []:
+        key, _, value = item.partition("=")
+        if key not in LEARNING_RATES or not value:
+            raise SystemExit(f"error: expected OBJECTIVE=NUMBER with OBJECTIVE mlm or electra, got {item!r}")
+        rates[key] = float(value)
+    return rates
+
+
+def parse_options() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, required=True, help="where everything is written (reused on rerun)")
-    parser.add_argument("--pretrained", type=Path, help="skip pre-training: use this bert pretrain model directory")
-    parser.add_argument("--model", default="L-4_H-256", help="preset to pre-train")
-    parser.add_argument("--pretrain-steps", type=int, default=600)
-    parser.add_argument("--pretrain-seq-length", type=int, default=128)
-    parser.add_argument("--pretrain-learning-rate", type=float, default=1e-3)
+    parser.add_argument("--model", default="L-2_H-128", help="preset to pre-train")
+    parser.add_argument("--objectives", nargs="+", default=["mlm"], choices=list(LEARNING_RATES))
+    parser.add_argument("--budgets", nargs="+", type=float, default=[15.0, 60.0], help="pre-training minutes")
+    parser.add_argument("--updates-per-minute", nargs="*", metavar="OBJECTIVE=N",
+                        help=f"measured speed per objective (default for L-2_H-128: {UPDATES_PER_MINUTE['L-2_H-128']})")
+    parser.add_argument("--pretrain-learning-rate", nargs="*", metavar="OBJECTIVE=LR",
+                        help=f"peak learning rate per objective (default {LEARNING_RATES})")
+    parser.add_argument("--seq-length", type=int, default=128)
     parser.add_argument("--dupe-factor", type=int, default=2)
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--epochs", type=float, default=2.0)
-    parser.add_argument("--squad-epochs", type=float, default=2.0)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--learning-rate", type=float, default=5e-4)
-    parser.add_argument("--max-train", type=int, default=2000, help="first N training rows/sentences (0: all)")
-    parser.add_argument("--squad-max-train", type=int, default=1500, help="first N SQuAD training questions")
-    parser.add_argument("--arms", nargs="+", default=["random", "pretrained"], choices=["random", "pretrained"],
-                        help="which starting points to fine-tune (the random arm needs no pre-training, so it "
-                             "can run in another process meanwhile)")
+    parser.add_argument("--labels", nargs="+", type=int, default=[100, 1000], help="training-set sizes (seeded)")
+    parser.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds per small training set")
+    parser.add_argument("--full-cap", type=int, default=10000, help="the full training set, capped (0: no such row)")
+    parser.add_argument("--epochs", type=float, default=2.0, help="at least this many epochs")
+    parser.add_argument("--min-updates", type=int, default=100, help="at least this many fine-tuning updates")
+    parser.add_argument("--batch-size", type=int, default=32, help="fine-tuning batch (8 for 100 labels or fewer)")
+    parser.add_argument("--learning-rate", type=float, default=5e-4, help="fine-tuning peak learning rate")
+    parser.add_argument("--squad-dev-max", type=int, default=2000, help="first N SQuAD dev questions (0: all)")
     parser.add_argument("--seed", type=int, default=12345)
     options = parser.parse_args()
     if not DATA.is_dir():
         parser.error(f"{DATA} is not present")
+    known = UPDATES_PER_MINUTE.get(options.model, {})
+    options.updates_per_minute = _rates(options.updates_per_minute, known)
+    missing = [o for o in options.objectives if o not in options.updates_per_minute]
+    if missing:
+        parser.error(f"--updates-per-minute: no measured speed of {', '.join(missing)} for {options.model}; "
+                     f"give it as OBJECTIVE=N (updates per minute of bert pretrain at batch 32)")
+    options.pretrain_learning_rate = _rates(options.pretrain_learning_rate, LEARNING_RATES)
+    return options
 
-    workdir = options.workdir
-    workdir.mkdir(parents=True, exist_ok=True)
+
+def main() -> None:
+    options = parse_options()
+    options.workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    if options.arms == ["random"]:
-        # Same shape and vocabulary as the model pre-training makes (or made).
-        if options.pretrained:
-            vocab, model = options.pretrained / "vocab.txt", options.pretrained / "bert_config.json"
-        else:
-            vocab, model = workdir / "vocab" / "vocab.txt", options.model
-        for task in options.tasks:
-            finetune(task, ["--model", str(model), "--vocab", str(vocab)], workdir / f"{task}-random", options,
-                     workdir)
-        return
-    pretrained = options.pretrained or make_pretrained(workdir, options)
-    summary = json.loads((pretrained / "pretrain.json").read_text(encoding="utf-8"))
-    pretrain_seconds = time.perf_counter() - started
-    arms = {
-        "random": ["--model", str(pretrained / "bert_config.json"), "--vocab", str(pretrained / "vocab.txt")],
-        "pretrained": ["--init", str(pretrained)],
-    }
-    results: dict[str, dict[str, dict]] = {}
-    for task in options.tasks:
-        for arm in options.arms:
-            results.setdefault(task, {})[arm] = finetune(task, arms[arm], workdir / f"{task}-{arm}", options,
-                                                         workdir)
-
-    config = json.loads((pretrained / "bert_config.json").read_text())
-    evaluation = summary.get("evaluation") or {}
-    first_eval = (summary.get("evaluations") or [{}])[0]
-    print(f"\npre-trained: L={config.get('num_hidden_layers')} H={config.get('hidden_size')}, "
-          f"{summary['final_step']:,} steps of batch 32 at seq {options.pretrain_seq_length}, "
-          f"held-out MLM accuracy {evaluation.get('mlm_accuracy', float('nan')):.1%} "
-          f"(first evaluation {first_eval.get('mlm_accuracy', float('nan')):.1%}), "
-          f"NSP accuracy {evaluation.get('nsp_accuracy', float('nan')):.1%}")
-    print(f"fine-tuning: {options.epochs:g} epochs ({options.squad_epochs:g} for SQuAD), batch {options.batch_size}, "
-          f"lr {options.learning_rate:g}, first {options.max_train} training rows "
-          f"({options.squad_max_train} SQuAD questions); wall time {time.perf_counter() - started:,.0f} s "
-          f"(pre-training part {pretrain_seconds:,.0f} s)\n")
-    print("| task | dev metric | random init | pre-trained | difference | fine-tune steps |")
-    print("|---|---|---|---|---|---|")
-    for task, arm in results.items():
-        if len(arm) < 2:
-            continue
-        random, ours = arm["random"], arm["pretrained"]
-        scale = 100.0
-        print(f"| {task} | {TASKS[task][4]} | {random['value'] * scale:.1f} | {ours['value'] * scale:.1f} | "
-              f"{(ours['value'] - random['value']) * scale:+.1f} | {ours['steps']:,} |")
+    data = prepare(options.workdir, options)
+    pretrained = pretrained_arms(options.workdir, data, options)
+    some = next(iter(pretrained.values()))["dir"]
+    arms = {"random": ["--model", str(some / "bert_config.json"), "--vocab", str(some / "vocab.txt")],
+            **{name: ["--init", str(arm["dir"])] for name, arm in pretrained.items()}}
+    results = run_cells(arms, options)
+    print(f"\n{options.model}, pre-training batch 32 at seq {options.seq_length}; whole run "
+          f"{(time.perf_counter() - started) / 60:,.1f} min (finished steps reused)")
+    for name, arm in pretrained.items():
+        e = arm["evaluation"]
+        disc = f", discriminator accuracy {e['disc_accuracy']:.1%}" if "disc_accuracy" in e else ""
+        print(f"  {name}: {arm['steps']:,} updates, {arm['minutes']:.1f} min measured, held-out MLM accuracy "
+              f"{e.get('mlm_accuracy', float('nan')):.1%}{disc}")
+    print(f"fine-tuning: lr {options.learning_rate:g}, at least {options.epochs:g} epochs and "
+          f"{options.min_updates} updates; SQuAD dev: first {options.squad_dev_max or 'all'} questions")
+    print_table(results, list(arms), options)
+    plot(results, list(arms), options, options.workdir / "pretraining_helps.png")
+    (options.workdir / "results.json").write_text(json.dumps(
+        {"pretrained": {k: {**v, "dir": str(v["dir"])} for k, v in pretrained.items()}, "cells": results}, indent=1))
+    print(f"\nplot: {options.workdir / 'pretraining_helps.png'}")
 
 
 if __name__ == "__main__":
