@@ -572,6 +572,7 @@ def _train(options: PretrainOptions, inputs: PretrainInputs, distribution):
 
     from bert_cli import console
     from bert_cli.display import training_display
+    from bert_cli.electra import stalled_note
     from bert_cli.runs import SummaryWriters, storage_problem
     from bert_cli.training import LoopOptions, run_loop
 
@@ -598,17 +599,22 @@ def _train(options: PretrainOptions, inputs: PretrainInputs, distribution):
     def on_resume(path: str, step: int) -> None:
         console.info(f"resuming from {path} at step {step:,} of {options.train_steps:,}")
 
-    short = {"said": False}
+    noted = {"short": False, "stalled": False}
     with training_display(options.train_steps, 0, "pre-training") as display:
         def on_log(step, metrics):
             display.log(step, metrics)
             writers.write("train", step, metrics)
+            hint = None if noted["stalled"] or options.objective != "electra" else \
+                stalled_note(step, metrics, options.warmup_steps, options.learning_rate)
+            if hint:
+                noted["stalled"] = True
+                display.note(hint)
 
         def on_eval(step, metrics):
             display.evaluation(step, metrics)
             writers.write("eval", step, metrics)
-            if metrics.get("eval_batches", options.eval_batches) < options.eval_batches and not short["said"]:
-                short["said"] = True
+            if metrics.get("eval_batches", options.eval_batches) < options.eval_batches and not noted["short"]:
+                noted["short"] = True
                 display.note(f"--eval-batches {options.eval_batches}: the held-out records hold only "
                              f"{metrics['eval_batches']:,} batches ({metrics['eval_examples']:,} examples); "
                              "all of them are evaluated")

@@ -674,3 +674,16 @@ def test_trained_embeddings_are_one_set_in_both_weight_files(learned):
     assert saved.keys() == discriminator.keys()
     for path, value in saved.items():
         np.testing.assert_array_equal(value, discriminator[path], err_msg=path)
+
+
+def test_stalled_discriminator_note_only_after_warmup_and_below_the_recall_floor():
+    from bert_cli.electra import STALLED_RECALL, stalled_note
+
+    stuck = {"disc_recall": 0.001, "disc_accuracy": 0.85}
+    assert stalled_note(150, stuck, warmup_steps=30, learning_rate=1e-3) is None  # under 200 updates
+    assert stalled_note(300, stuck, warmup_steps=200, learning_rate=1e-3) is None  # within 2x warm-up
+    assert stalled_note(300, {"disc_recall": STALLED_RECALL}, warmup_steps=30, learning_rate=1e-3) is None
+    assert stalled_note(300, {"mlm_accuracy": 0.1}, warmup_steps=30, learning_rate=1e-3) is None  # masked LM
+    note = stalled_note(400, stuck, warmup_steps=30, learning_rate=1e-3)
+    assert note.startswith("step 400:") and "recall 0.1%" in note and "--learning-rate 0.001" in note
+    assert "\n" not in note
