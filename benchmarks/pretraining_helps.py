@@ -110,6 +110,13 @@ def _sentences(text: str) -> list[str]:
             if block.strip()]
 
 
+def _tags(source: Path) -> list[str]:
+    """A CoNLL file's tags (the last field of each row), O first, then sorted: the same ids for every cell."""
+    found = {line.split()[-1] for block in _sentences(source.read_text(encoding="utf-8"))
+             for line in block.splitlines() if line.strip()}
+    return sorted(found, key=lambda tag: (tag != "O", tag))
+
+
 def _count(source: Path, kind: str) -> int:
     """Examples in a training file, counted as :func:`_head` counts them."""
     text = source.read_text(encoding="utf-8")
@@ -213,6 +220,8 @@ def finetune(task: str, start: list[str], labels: int, seed: int, output: Path, 
         dev_path = scratch / f"squad-dev-{options.squad_dev_max}.json"
         if not dev_path.exists():
             _head(DATA / dev, dev_path, options.squad_dev_max, "squad")
+    if command == "tag":  # a small sample lacks rare tags the dev file has: name the full training set's
+        extra = [*extra, "--tags", ",".join(_tags(DATA / train))]
     if not (output / "finetune.json").exists():
         _run(BERT + ["finetune", command, str(train_path), "--dev", str(dev_path), "-o", str(output), *start,
                      *cell_options(labels, options), "--seed", str(seed), *extra])

@@ -100,6 +100,19 @@ def test_pair_classifier_learns_from_a_model_directory(runner, work, pretrained,
     assert task["labels"] == ["0", "1"] and "f1" in _summary(output)["dev"]
 
 
+def test_tags_option_admits_a_dev_tag_the_training_file_lacks(runner, work, tmp_path):
+    # The training file has O, B-ORG, B-PER, I-PER; the dev file adds B-LOC, which --tags names.
+    dev = tmp_path / "dev.conll"
+    dev.write_text((work / "tag_dev.conll").read_text() + "\nParis\tB-LOC\nlies\tO\n", encoding="utf-8")
+    output = tmp_path / "ner-tags"
+    result = runner.invoke(app, ["finetune", "tag", str(work / "tag_train.conll"), "-o", str(output),
+                                 "--dev", str(dev), "--tags", "O,B-PER,I-PER,B-ORG,B-LOC", "--epochs", "1",
+                                 *_tiny(work, "3e-3"), "--max-seq-length", "16"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((output / "task.json").read_text())["labels"] == ["O", "B-PER", "I-PER", "B-ORG", "B-LOC"]
+    assert _summary(output)["details"]["entities"]["LOC"]["support"] == 1
+
+
 def test_tagger_learns_across_windows_and_writes_conll(runner, work, tmp_path):
     output = tmp_path / "ner"
     result = runner.invoke(app, ["finetune", "tag", str(work / "tag_train.conll"), "-o", str(output),
@@ -182,6 +195,11 @@ BAD_CASES = {
     "unseen dev tag": (lambda w, t: ["tag", str(w / "tag_train.conll"), "--dev",
                                      str(_bad(w, t, "y.conll", "a\tO\nb\tB-LOC\n"))],
                        "y.conll:2: tag 'B-LOC' does not occur in the training file"),
+    "train tag not in --tags": (lambda w, t: ["tag", str(_bad(w, t, "z.conll", "a\tO\nb\tB-PER\n")),
+                                              "--tags", "O,B-LOC"],
+                                "z.conll: tag 'B-PER' is not in --tags"),
+    "repeated --tags": (lambda w, t: ["tag", str(w / "tag_train.conll"), "--tags", "O,O"],
+                        "--tags 'O,O': give two or more different"),
     "too long": (lambda w, t: ["classify", str(w / "sent_train.tsv"), "--max-seq-length", "128"],
                  "--max-seq-length 128 is more than the model's max_position_embeddings 64"),
     "bad metric": (lambda w, t: ["classify", str(w / "sent_train.tsv"), "--metric", "bleu"],

@@ -34,6 +34,25 @@ DEFAULTS: dict = {}
 TAGGING_SUMS = ("loss", "correct", "words", "examples")
 
 
+def _tag_list(value: str | None) -> tuple[str, ...] | None:
+    return tuple(value.split(",")) if value is not None else None
+
+
+def given_tags(train, tags: tuple[str, ...]) -> list[str]:
+    """``--tags`` as the tag ids: every tag of the training file among them, none twice, two or more.
+
+    A sample of a few hundred sentences often lacks a rare tag that its dev file holds (WNUT-17's first
+    100 training sentences have no ``I-product``); naming the full set keeps such a dev file usable.
+    """
+    if len(set(tags)) != len(tags) or len(tags) < 2 or not all(tags):
+        raise UserError(f"--tags {','.join(tags)!r}: give two or more different, non-empty tags, comma-separated")
+    missing = sorted({t for sentence in train.sentences for t in sentence.tags} - set(tags))
+    if missing:
+        raise UserError(f"{train.path}: tag {missing[0]!r} is not in --tags; add it (the training file's tags "
+                        "must all be among them)")
+    return list(tags)
+
+
 @dataclasses.dataclass(frozen=True)
 class Options:
     """The tag command's own options (names as the CLI options)."""
@@ -43,6 +62,9 @@ class Options:
     test: Path | None = test_option()
     token_column: int = option(0, help="0-based column of the token (negative: from the end).", panel=DATA)
     tag_column: int = option(-1, help="0-based column of the tag (negative: from the end).", panel=DATA)
+    tags: tuple[str, ...] | None = option(
+        None, help="Comma-separated tags in id order, for dev tags a small training file lacks; default: the "
+                   "training file's, O first.", panel=DATA, cli_type=str | None, parse=_tag_list)
 
 
 class Recipe:
@@ -72,7 +94,7 @@ class Recipe:
                 f"column {train.columns[1]} (e.g. {train.sentences[0].tags[0]!r}); pass --token-column / "
                 "--tag-column (0-based) to choose others")
         self.scheme = tagging.detect_scheme(train)
-        self.tags = tagging.tag_set(train)
+        self.tags = tagging.tag_set(train) if o.tags is None else given_tags(train, o.tags)
         self.tagged["train"] = train
         for split in ("dev", "test"):
             path = self.files[split]
