@@ -56,6 +56,11 @@ def argument(default=dataclasses.MISSING, *, help: str, cli_type=None, parse: Ca
     return dataclasses.field(default=default, metadata={CLI: spec})
 
 
+def comma_list(value: str | None) -> tuple[str, ...] | None:
+    """``"a,b,c"`` -> ``("a", "b", "c")``: the parser of options that name labels or tags in id order."""
+    return tuple(value.split(",")) if value is not None else None
+
+
 def dev_option():
     """``--dev``, as every fine-tuning task that reads labelled files declares it."""
     return option(None, help="Labelled file to evaluate on after every epoch; the best epoch is kept.", panel=DATA)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from bert_cli import console
-from bert_cli.commands.options import DATA, argument, dev_option, option, test_option
+from bert_cli.commands.options import DATA, argument, comma_list, dev_option, option, test_option
 from bert_cli.errors import UserError
 from bert_cli.finetuning import file_sha256, model_inputs
 from bert_cli.predicting import text_of
@@ -35,10 +35,6 @@ HELP = "Fine-tune a sentence or sentence-pair classifier (or regressor); rerun t
 DEFAULTS: dict = {}
 CLASSIFICATION_SUMS = ("loss", "correct", "examples")
 REGRESSION_SUMS = ("loss", "squared_error", "examples")
-
-
-def _labels(value: str | None) -> tuple[str, ...] | None:
-    return tuple(value.split(",")) if value is not None else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +52,7 @@ class Options:
                                       panel=DATA)
     labels: tuple[str, ...] | None = option(
         None, help="Comma-separated labels in id order; default: the training file's, sorted.", panel=DATA,
-        cli_type=str | None, parse=_labels)
+        cli_type=str | None, parse=comma_list)
     regression: bool = option(False, help="Real-valued targets (STS-B style), mean squared error.",
                               flags=("--regression",), panel=DATA)
     file_format: str | None = option(None, help="tsv, csv or jsonl; default: from the file name.",

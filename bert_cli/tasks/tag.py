@@ -22,7 +22,7 @@ import dataclasses
 from pathlib import Path
 
 from bert_cli import console
-from bert_cli.commands.options import DATA, argument, dev_option, option, test_option
+from bert_cli.commands.options import DATA, argument, comma_list, dev_option, option, test_option
 from bert_cli.errors import UserError
 from bert_cli.finetuning import file_sha256, model_inputs
 from bert_cli.predicting import text_of
@@ -32,10 +32,6 @@ HELP = "Fine-tune a token tagger (NER, chunking, POS); rerun the same command to
 # Shared fine-tuning options whose default differs for this task: none.
 DEFAULTS: dict = {}
 TAGGING_SUMS = ("loss", "correct", "words", "examples")
-
-
-def _tag_list(value: str | None) -> tuple[str, ...] | None:
-    return tuple(value.split(",")) if value is not None else None
 
 
 def given_tags(train, tags: tuple[str, ...]) -> list[str]:
@@ -64,7 +60,7 @@ class Options:
     tag_column: int = option(-1, help="0-based column of the tag (negative: from the end).", panel=DATA)
     tags: tuple[str, ...] | None = option(
         None, help="Comma-separated tags in id order, for dev tags a small training file lacks; default: the "
-                   "training file's, O first.", panel=DATA, cli_type=str | None, parse=_tag_list)
+                   "training file's, O first.", panel=DATA, cli_type=str | None, parse=comma_list)
 
 
 class Recipe:
