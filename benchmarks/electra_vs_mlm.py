@@ -79,6 +79,8 @@ def main() -> None:
     parser.add_argument("--calibration-steps", type=int, default=40)
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--dupe-factor", type=int, default=2)
+    parser.add_argument("--task-text", action=argparse.BooleanOptionalAction, default=False,
+                        help="add the tasks' training text, without labels, to the pre-training corpus")
     parser.add_argument("--tasks", nargs="+", default=list(helps.TASKS), choices=list(helps.TASKS))
     parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--finetune-learning-rate", type=float, default=5e-4)

@@ -4,7 +4,10 @@ The central claim of BERT, at small scale: pre-training on unlabelled text
 makes small labelled sets go much further. This script
 
 1. makes one vocabulary and one set of records from the shared corpora
-   (``../shared/data/corpora/*.txt``; every 20th document held out);
+   (``../shared/data/corpora/*.txt``) and, with ``--task-text`` (the default),
+   the four tasks' training text without its labels, as a user with few labels
+   and plenty of their own text would (dev files are never read); every 20th
+   document held out;
 2. pre-trains ``--model`` with each objective of ``--objectives`` (masked LM,
    ELECTRA) for each budget of ``--budgets`` minutes. Budgets are **step
    counts**: minutes x ``--updates-per-minute`` of the objective (measured on
@@ -63,9 +66,12 @@ TASKS = {
     "squad": ("squad", "squad/v1.1-train.json", "squad/v1.1-dev.json", "f1", "F1",
               ["--max-seq-length", "192", "--doc-stride", "64", "--max-query-length", "32"]),
 }
-#: Updates per minute of ``bert pretrain`` (batch 32, seq 128, XLA) on this project's quiet 2-vCPU machine,
-#: L-2_H-128, with held-out evaluation and checkpoints: MLM 2,634 updates in 16.6 min, ELECTRA 1,498 in 15.3.
-UPDATES_PER_MINUTE = {"L-2_H-128": {"mlm": 158.0, "electra": 98.0}}
+#: Updates per minute of ``bert pretrain`` (batch 32, seq 128, XLA), L-2_H-128, with held-out evaluation and
+#: checkpoints, on this project's quiet 2-vCPU machine: an AVX-512 AMD EPYC runs MLM at about 185 ex/s
+#: (about 347 updates a minute between logs). The AVX2-only EPYC it replaced ran MLM 2,634 updates in
+#: 16.6 min and ELECTRA 1,498 in 15.3 (158 and 98 a minute); ELECTRA's rate here is MLM's scaled by that
+#: ratio until it is measured on this machine.
+UPDATES_PER_MINUTE = {"L-2_H-128": {"mlm": 330.0, "electra": 205.0}}
 #: Peak pre-training learning rates (batch 32). At MLM's 1e-3 ELECTRA's discriminator falls back to the
 #: trivial "all original" answer within 50 updates and stays there (held-out recall 0.1 % after 1,498);
 #: at 1e-4 it learns (see the README's ELECTRA section for the measurements).
@@ -127,15 +133,44 @@ def _count(source: Path, kind: str) -> int:
     return max(0, len(text.splitlines()) - 1)
 
 
-def _split_held_out(corpora: list[Path], train: Path, held_out: Path, every: int = 20) -> None:
-    """Every ``every``-th document of each corpus goes to ``held_out``, the rest to ``train``."""
+def _split_held_out(corpora: list[list[str]], train: Path, held_out: Path, every: int = 20) -> None:
+    """Every ``every``-th document of each corpus (a list of documents) goes to ``held_out``, the rest to
+    ``train``."""
     kept, spared = [], []
-    for corpus in corpora:
-        documents = [d.strip("\n") for d in corpus.read_text(encoding="utf-8").split("\n\n") if d.strip()]
+    for documents in corpora:
         for index, document in enumerate(documents):
             (spared if index % every == every - 1 else kept).append(document)
     train.write_text("\n\n".join(kept) + "\n", encoding="utf-8")
     held_out.write_text("\n\n".join(spared) + "\n", encoding="utf-8")
+
+
+def _documents(path: Path) -> list[str]:
+    """A corpus file's documents (one sentence per line, blank lines between documents)."""
+    return [d.strip("\n") for d in path.read_text(encoding="utf-8").split("\n\n") if d.strip()]
+
+
+def _lines_in_documents(lines: list[str], size: int = 20) -> list[str]:
+    """Consecutive lines grouped ``size`` to a document (short texts: sentences, tweets)."""
+    lines = [" ".join(line.split()) for line in lines if line.strip()]
+    return ["\n".join(lines[i:i + size]) for i in range(0, len(lines), size)]
+
+
+def task_documents(task: str) -> list[str]:
+    """The *unlabelled* text of a task's training file as pre-training documents: what a user with
+    few labels usually has plenty of. Labels and dev files are never read."""
+    command, train = TASKS[task][0], DATA / TASKS[task][1]
+    text = train.read_text(encoding="utf-8")
+    if command == "tag":  # one tweet a line, its tokens joined
+        return _lines_in_documents([" ".join(row.split()[0] for row in block.splitlines() if row.strip())
+                                    for block in _sentences(text)])
+    if command == "squad":  # a paragraph a document, split at sentence ends
+        return ["\n".join(re.split(r"(?<=[.!?])\s+", paragraph["context"].strip()))
+                for article in json.loads(text)["data"] for paragraph in article["paragraphs"]]
+    header, *rows = [line.split("\t") for line in text.splitlines() if line.strip()]
+    columns = [i for i, name in enumerate(header) if name in ("sentence", "sentence1", "sentence2")]
+    if len(columns) == 1:  # single sentences
+        return _lines_in_documents([row[columns[0]] for row in rows])
+    return ["\n".join(row[i] for i in columns) for row in rows]  # a pair a document
 
 
 def prepare(workdir: Path, options) -> tuple[Path, Path, Path]:
@@ -144,7 +179,9 @@ def prepare(workdir: Path, options) -> tuple[Path, Path, Path]:
     text.mkdir(parents=True, exist_ok=True)
     train_text, held_out_text = text / "train.txt", text / "held_out.txt"
     if not held_out_text.exists():
-        _split_held_out(sorted((DATA / "corpora").glob("*.txt")), train_text, held_out_text)
+        corpora = [_documents(path) for path in sorted((DATA / "corpora").glob("*.txt"))]
+        corpora += [task_documents(task) for task in (TASKS if options.task_text else ())]
+        _split_held_out(corpora, train_text, held_out_text)
     vocab = workdir / "vocab" / "vocab.txt"
     if not vocab.exists():
         _run(BERT + ["vocab", str(train_text), "-o", str(vocab), "--vocab-size", str(options.vocab_size)])
@@ -332,7 +369,9 @@ def parse_options() -> argparse.Namespace:
     parser.add_argument("--pretrain-learning-rate", nargs="*", metavar="OBJECTIVE=LR",
                         help=f"peak learning rate per objective (default {LEARNING_RATES})")
     parser.add_argument("--seq-length", type=int, default=128)
-    parser.add_argument("--dupe-factor", type=int, default=2)
+    parser.add_argument("--dupe-factor", type=int, default=10, help="make-data passes (the original's 10)")
+    parser.add_argument("--task-text", action=argparse.BooleanOptionalAction, default=True,
+                        help="add the four tasks' training text, without labels, to the pre-training corpus")
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--labels", nargs="+", type=int, default=[100, 1000], help="training-set sizes (seeded)")
