@@ -35,6 +35,8 @@ class ElectraTask:
     Args:
         config: The discriminator's :class:`models.config.BertConfig`.
         generator_fraction: The generator's width as a share of the discriminator's.
+        generator_layers_fraction: Its layers as a share of the discriminator's (the original's
+            ``generator_layers``).
         discriminator_weight: The weight of the discriminator's loss (the original's 50).
         seed: Seed of the generator's sampling noise.
         Others: as :class:`bert_cli.pretraining.PretrainTask`.
@@ -51,6 +53,7 @@ class ElectraTask:
     precision: str = "fp32"
     bias_correction: bool = True
     generator_fraction: float = 0.25
+    generator_layers_fraction: float = 1.0
     discriminator_weight: float = 50.0
     seed: int = 0
     sums: tuple[str, ...] = ELECTRA_SUMS
@@ -61,7 +64,7 @@ class ElectraTask:
         from models.electra import build_electra
 
         model = build_electra(self.config, self.generator_fraction, dtype=model_dtype(self.precision),
-                              seed=self.seed)
+                              seed=self.seed, generator_layers_fraction=self.generator_layers_fraction)
         return model, task_optimizer(self)
 
     def train_dataset(self, input_context, start_step: int):

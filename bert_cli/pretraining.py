@@ -184,6 +184,9 @@ class PretrainOptions:
     generator_hidden_fraction: float | None = option(
         None, help="electra: the generator's hidden size as a share of the model's, same number of layers; "
         "default 0.25 (ELECTRA-Small and -Large), 1/3 with --model electra-base.", panel=_OBJ)
+    generator_layers_fraction: float = option(
+        1.0, help="electra: the generator's layers as a share of the model's (the original's generator_layers; "
+        "at least 1 layer). A shallower generator makes samples easier to spot.", panel=_OBJ)
     discriminator_weight: float = option(50.0, help="electra: weight of the replaced-token loss (the generator's "
                                          "masked-LM loss has weight 1).", panel=_OBJ)
     tpu: str | None = option(None, help="TPU name, or 'local' on a TPU VM.", panel=SCALE)
@@ -337,6 +340,9 @@ def _run_signature(options: PretrainOptions, config, vocab_sha: str) -> dict:
         **({"dropout": options.dropout} if options.dropout is not None else {}),
         **({"objective": "electra", "generator_hidden_fraction": generator_fraction(options),
             "discriminator_weight": options.discriminator_weight} if options.objective == "electra" else {}),
+        # Only when asked for, so ELECTRA runs made before the option resume as they were.
+        **({"generator_layers_fraction": options.generator_layers_fraction}
+           if options.objective == "electra" and options.generator_layers_fraction != 1.0 else {}),
     }
 
 
@@ -411,6 +417,8 @@ def _check_options(options: PretrainOptions) -> None:
     if options.objective == "electra":
         if not 0.0 < generator_fraction(options) <= 1.0:
             raise UserError(f"--generator-hidden-fraction must be in (0, 1], got {options.generator_hidden_fraction}")
+        if not 0.0 < options.generator_layers_fraction <= 1.0:
+            raise UserError(f"--generator-layers-fraction must be in (0, 1], got {options.generator_layers_fraction}")
         if not options.discriminator_weight > 0:
             raise UserError(f"--discriminator-weight must be positive, got {options.discriminator_weight}")
     if options.dropout is not None and not 0.0 <= options.dropout < 1.0:
@@ -539,6 +547,7 @@ def _task(options: PretrainOptions, inputs: PretrainInputs, distribution):
         from bert_cli.electra import ElectraTask
 
         task = ElectraTask(**common, generator_fraction=generator_fraction(options),
+                           generator_layers_fraction=options.generator_layers_fraction,
                            discriminator_weight=options.discriminator_weight, seed=options.seed)
     else:
         task = PretrainTask(**common, next_sentence=inputs.next_sentence)

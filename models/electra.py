@@ -45,11 +45,13 @@ GENERATOR_HIDDEN_FRACTION = 0.25
 
 @dataclasses.dataclass(frozen=True)
 class GeneratorShape:
-    """The generator's size: the discriminator's layers, a fraction of its width (ELECTRA's rule).
+    """The generator's size: a fraction of the discriminator's width and (ELECTRA's ``generator_layers``,
+    1 by default) of its layers.
 
-    Heads are ``max(1, G / 64)`` and the feed-forward width ``4 G``, as the
-    original's ``get_generator_config`` derives them (where G / 64 heads would not
-    divide G, which the original cannot build, the count is lowered until it does).
+    Heads are ``max(1, G / 64)``, the feed-forward width ``4 G`` and the layers
+    ``round(L x layers_fraction)`` (at least 1), as the original's
+    ``get_generator_config`` derives them (where G / 64 heads would not divide
+    G, which the original cannot build, the count is lowered until it does).
     """
 
     hidden_size: int
@@ -58,12 +60,14 @@ class GeneratorShape:
     intermediate_size: int
 
     @classmethod
-    def of(cls, config: BertConfig, fraction: float = GENERATOR_HIDDEN_FRACTION) -> "GeneratorShape":
+    def of(cls, config: BertConfig, fraction: float = GENERATOR_HIDDEN_FRACTION,
+           layers_fraction: float = 1.0) -> "GeneratorShape":
         hidden = max(1, int(round(config.hidden_size * fraction)))
         heads = max(1, hidden // 64)
         while hidden % heads:
             heads -= 1
-        return cls(hidden, config.num_hidden_layers, heads, 4 * hidden)
+        layers = max(1, int(round(config.num_hidden_layers * layers_fraction)))
+        return cls(hidden, layers, heads, 4 * hidden)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -267,13 +271,14 @@ def _scatter(token_ids, positions, values, real):
 
 def build_electra(config: BertConfig, generator_fraction: float = GENERATOR_HIDDEN_FRACTION,
                   dtype: str | None = None, seed: int = 0,
-                  generator_shape: GeneratorShape | None = None) -> ElectraPretrainer:
+                  generator_shape: GeneratorShape | None = None,
+                  generator_layers_fraction: float = 1.0) -> ElectraPretrainer:
     """A freshly initialised ELECTRA model of the discriminator config's shape, variables built.
 
     The generator is ``generator_shape`` when given (e.g. read from a checkpoint), else
-    ``GeneratorShape.of(config, generator_fraction)``.
+    ``GeneratorShape.of(config, generator_fraction, generator_layers_fraction)``.
     """
-    shape = generator_shape or GeneratorShape.of(config, generator_fraction)
+    shape = generator_shape or GeneratorShape.of(config, generator_fraction, generator_layers_fraction)
     model = ElectraPretrainer(build_encoder(config, dtype=dtype), shape, config, seed=seed)
     model({"token_ids": ops.zeros((1, 2), "int32"), "segment_ids": ops.zeros((1, 2), "int32"),
            "padding_mask": ops.ones((1, 2), "int32"), "masked_lm_positions": ops.zeros((1, 1), "int32"),

@@ -75,7 +75,7 @@ from models.errors import ModelError
 __all__ = [
     "DISCRIMINATOR", "DISCRIMINATOR_HEAD", "ELECTRA_HIDDEN_ACT", "GENERATOR", "RELEASE_NAMES", "ElectraCheckpoint",
     "assign_from_electra_checkpoint", "config_from_electra_checkpoint", "electra_variable_mappings",
-    "electra_variables", "electra_weights", "find_electra_checkpoint", "generator_fraction",
+    "electra_variables", "electra_weights", "find_electra_checkpoint",
     "inspect_electra_checkpoint", "original_num_heads", "write_checkpoint",
 ]
 
@@ -420,23 +420,6 @@ def config_from_electra_checkpoint(prefix: str, vocab_size: int | None = None,
                                  f"by {generator_num_heads} heads")
             generator = dataclasses.replace(generator, num_heads=generator_num_heads)
     return config, generator
-
-
-def generator_fraction(config: BertConfig, shape: GeneratorShape) -> float:
-    """The ``generator_fraction`` for which :func:`models.electra.build_electra` builds ``shape``.
-
-    Raises:
-        ModelError: Our generator cannot take that shape: ours has the discriminator's layers,
-            4G feed-forward units and heads by :meth:`GeneratorShape.of` (the original also
-            allows ``generator_layers`` < 1, other ``model_hparam_overrides``).
-    """
-    fraction = shape.hidden_size / config.hidden_size
-    ours = GeneratorShape.of(config, fraction)
-    if ours != shape:
-        raise ModelError(f"generator: {shape} cannot be built here (a generator of hidden size {shape.hidden_size} "
-                         f"under this config is {ours}: the discriminator's layers, 4G feed-forward units, "
-                         "max(1, G // 64) heads)")
-    return fraction
 
 
 # ----------------------------------------------------------------------------

@@ -587,6 +587,7 @@ def test_electra_model_directory_serves_the_other_commands(cli, corpus, resumed,
     ("--objective", "gpt", "--objective"),
     ("--generator-hidden-fraction", "0", "--generator-hidden-fraction"),
     ("--discriminator-weight", "0", "--discriminator-weight"),
+    ("--generator-layers-fraction", "1.5", "--generator-layers-fraction"),
 ])
 def test_bad_electra_options_are_one_line_errors(cli, corpus, tmp_path, option, value, fragment):
     args = ["pretrain", str(corpus / "part-00000.tfrecord"), "-o", str(tmp_path / "m"), "--model",
@@ -596,6 +597,36 @@ def test_bad_electra_options_are_one_line_errors(cli, corpus, tmp_path, option, 
     result = cli.invoke(app, args)
     assert_one_line_error(result, fragment, value)
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("layers, fraction, expected", [(12, 0.5, 6), (12, 1.0, 12), (4, 0.25, 1), (2, 0.25, 1),
+                                                      (3, 0.5, 2), (12, 1 / 3, 4)])
+def test_generator_layers_follow_the_originals_rule(layers, fraction, expected):
+    from models.electra import GeneratorShape
+
+    # get_generator_config: int(round(L x generator_layers)); a generator needs one layer at least.
+    shape = GeneratorShape.of(_config(num_hidden_layers=layers, hidden_size=256, num_attention_heads=4,
+                                      intermediate_size=1024), 0.25, fraction)
+    assert (shape.num_layers, shape.hidden_size, shape.num_heads, shape.intermediate_size) == (expected, 64, 1, 256)
+
+
+def test_a_shallower_generator_is_built_recorded_and_resumed(cli, corpus, tmp_path):
+    output = tmp_path / "shallow"
+    args = ["pretrain", str(corpus / "part-00000.tfrecord"), "-o", str(output), "--model",
+            str(corpus / "bert_config.json"), "--vocab", str(corpus / "vocab.txt"), "--objective", "electra",
+            "--batch-size", "16", "--train-steps", "1", "--log-every", "1", "--generator-layers-fraction", "0.5"]
+    result = cli.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    generator = json.loads((output / "task.json").read_text())["generator"]
+    assert generator["num_layers"] == TINY_CONFIG["num_hidden_layers"] // 2 == 1
+    assert json.loads((output / "run.json").read_text())["generator_layers_fraction"] == 0.5
+    from models.electra import GeneratorShape, build_electra
+
+    model = build_electra(_config(), generator_shape=GeneratorShape(**generator))
+    model.load_weights(str(output / "model.weights.h5"))
+    assert len(model.generator.transformer_layers) == 1
+    # The run is one of another shape than the default's: continuing it with the default is refused.
+    assert_one_line_error(cli.invoke(app, args[:-2]), "generator_layers_fraction")
 
 
 # ----------------------------------------------------------------------------
