@@ -103,3 +103,23 @@ def test_dropout_out_of_range_is_one_line(runner, corpus, tmp_path, value):
     result = _pretrain(runner, corpus, tmp_path / "model", "--dropout", value)
     assert_one_line_error(result, "--dropout")
     assert not (tmp_path / "model" / "model.weights.h5").exists()
+
+
+def _manifest(chunks: int, instances: int, created_by: str = "bert make-data") -> dict:
+    return {"created_by": created_by, "options": {"chunk_size_mb": 1.0},
+            "counts": {"chunks": chunks, "instances": instances}}
+
+
+def test_a_run_shorter_than_one_pass_over_chunked_records_is_warned():
+    from bert_cli.pretraining import chunk_order_note
+
+    # 4,950 updates of 32 over 503,423 instances in 18 chunks: 158,400 examples, 31 %, 5.66 -> 6 chunks.
+    note = chunk_order_note(_manifest(18, 503_423), 4_950 * 32)
+    assert note is not None
+    for fragment in ("18 chunks", "158,400 of their 503,423", "(31%)", "first 6 chunks", "--chunk-size-mb"):
+        assert fragment in note, note
+    # One pass or more, one chunk, records of the original script, or no manifest: nothing to say.
+    assert chunk_order_note(_manifest(18, 503_423), 503_423) is None
+    assert chunk_order_note(_manifest(1, 503_423), 32) is None
+    assert chunk_order_note(_manifest(18, 503_423, created_by="create_pretraining_data.py"), 32) is None
+    assert chunk_order_note(None, 32) is None
