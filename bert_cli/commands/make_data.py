@@ -211,7 +211,8 @@ def render(report) -> None:
     )
     table.add_row(
         "examples",
-        f"{stats.instances:,} ({options.dupe_factor} passes), max_seq_length {options.max_seq_length}, "
+        f"{stats.instances:,} ({options.dupe_factor} pass{'' if options.dupe_factor == 1 else 'es'}), "
+        f"max_seq_length {options.max_seq_length}, "
         f"max_predictions_per_seq {options.max_predictions_per_seq}",
     )
     table.add_row("masked share", f"{stats.masked / max(stats.real_tokens, 1):.2%} of real tokens "
