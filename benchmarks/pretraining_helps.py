@@ -215,6 +215,8 @@ def pretrain(objective: str, steps: int, output: Path, data: tuple[Path, Path, P
     if not budget.exists():
         start = ["--init-checkpoint", str(init), "--seed", str(options.seed + 1)] if init else []
         lr = options.pretrain_learning_rate.get(objective, LEARNING_RATES[objective])
+        if objective == "electra" and options.generator_layers_fraction != 1.0:
+            start += ["--generator-layers-fraction", f"{options.generator_layers_fraction:g}"]
         started = time.perf_counter()
         _run(BERT + ["pretrain", str(records), "-o", str(output), "--model", options.model, "--vocab", str(vocab),
                      "--objective", objective, "--train-steps", str(steps), "--warmup-steps", str(max(1, steps // 10)),
@@ -374,6 +376,8 @@ def parse_options() -> argparse.Namespace:
                         help=f"measured speed per objective (default for L-2_H-128: {UPDATES_PER_MINUTE['L-2_H-128']})")
     parser.add_argument("--pretrain-learning-rate", nargs="*", metavar="OBJECTIVE=LR",
                         help=f"peak learning rate per objective (default {LEARNING_RATES})")
+    parser.add_argument("--generator-layers-fraction", type=float, default=1.0,
+                        help="ELECTRA's generator depth as a share of the model's (bert pretrain's option)")
     parser.add_argument("--seq-length", type=int, default=128)
     parser.add_argument("--dupe-factor", type=int, default=10, help="make-data passes (the original's 10)")
     parser.add_argument("--task-text", action=argparse.BooleanOptionalAction, default=True,
