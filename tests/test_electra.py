@@ -614,7 +614,8 @@ def test_a_shallower_generator_is_built_recorded_and_resumed(cli, corpus, tmp_pa
     output = tmp_path / "shallow"
     args = ["pretrain", str(corpus / "part-00000.tfrecord"), "-o", str(output), "--model",
             str(corpus / "bert_config.json"), "--vocab", str(corpus / "vocab.txt"), "--objective", "electra",
-            "--batch-size", "16", "--train-steps", "1", "--log-every", "1", "--generator-layers-fraction", "0.5"]
+            "--batch-size", "16", "--train-steps", "1", "--warmup-steps", "0", "--log-every", "1",
+            "--generator-layers-fraction", "0.5"]
     result = cli.invoke(app, args)
     assert result.exit_code == 0, result.output
     generator = json.loads((output / "task.json").read_text())["generator"]
