@@ -67,10 +67,11 @@ TASKS = {
               ["--max-seq-length", "192", "--doc-stride", "64", "--max-query-length", "32"]),
 }
 #: Updates per minute of ``bert pretrain`` (batch 32, seq 128, XLA), L-2_H-128, with held-out evaluation and
-#: checkpoints, on this project's quiet 2-vCPU machine: on an AVX-512 AMD EPYC, MLM 4,950 updates took
-#: 13.6 minutes. The AVX2-only EPYC it replaced ran MLM 2,634 updates in 16.6 min and ELECTRA 1,498 in
-#: 15.3 (158 and 98 a minute); ELECTRA's rate here is MLM's scaled by that ratio until it is measured
-#: on this machine.
+#: checkpoints, on this project's 2-vCPU machine, an AVX-512 AMD EPYC: MLM 4,950 updates in 13.6 minutes
+#: while other work ran (365 a minute, the figure below); on the quiet machine 5,475 updates took 13.3
+#: minutes and 16,425 more 41.6 (412 and 395 a minute), so the "15" and "60" budgets took 13.3 and 54.9
+#: minutes. The AVX2-only EPYC it replaced ran MLM 2,634 updates in 16.6 min and ELECTRA 1,498 in 15.3
+#: (158 and 98 a minute); ELECTRA's rate here is MLM's scaled by that ratio until it is measured here.
 UPDATES_PER_MINUTE = {"L-2_H-128": {"mlm": 365.0, "electra": 226.0}}
 #: Peak pre-training learning rates (batch 32). At MLM's 1e-3 ELECTRA's discriminator falls back to the
 #: trivial "all original" answer within 50 updates and stays there (held-out recall 0.1 % after 1,498);
