@@ -182,8 +182,9 @@ class PretrainOptions:
     no_nsp: bool = option(False, help="Masked LM only (no next-sentence head or loss).", flags=("--no-nsp",),
                           panel=_OBJ)
     generator_hidden_fraction: float | None = option(
-        None, help="electra: the generator's hidden size as a share of the model's, same number of layers; "
-        "default 0.25 (ELECTRA-Small and -Large), 1/3 with --model electra-base.", panel=_OBJ)
+        None, help="electra: the generator's hidden size as a share of the model's (its depth: "
+        "--generator-layers-fraction); default 0.25 (ELECTRA-Small and -Large), 1/3 with --model electra-base.",
+        panel=_OBJ)
     generator_layers_fraction: float = option(
         1.0, help="electra: the generator's layers as a share of the model's (the original's generator_layers; "
         "at least 1 layer). A shallower generator makes samples easier to spot.", panel=_OBJ)
@@ -658,9 +659,11 @@ def chunk_order_note(manifest: dict | None, examples: int) -> str | None:
     learns from the first part of the corpus alone (``benchmarks/pretraining_helps.py`` met it: 4,950
     updates of 32 read 31 % of 503,423 records made from 17.7 MB in 18 chunks, so about the first 6).
     """
-    counts = (manifest or {}).get("counts", {})
+    if not manifest or manifest.get("created_by") != "bert make-data":
+        return None
+    counts = manifest.get("counts", {})
     chunks, instances = counts.get("chunks", 1), counts.get("instances", 0)
-    if manifest is None or manifest.get("created_by") != "bert make-data" or chunks <= 1 or examples >= instances:
+    if chunks <= 1 or examples >= instances:
         return None
     share = examples / instances
     size = (manifest.get("options") or {}).get("chunk_size_mb", 1.0)
