@@ -220,6 +220,7 @@ ARMS = {  # name -> how it trains
     "ours": lambda size, steps: time_ours(size, steps, jit=False),
     "ours --jit": lambda size, steps: time_ours(size, steps, jit=True),
     "ours --jit --dropout 0": lambda size, steps: time_ours(size, steps, jit=True, dropout=0.0),
+    "ours mixed_bfloat16": lambda size, steps: time_ours(size, steps, jit=False, precision="mixed_bfloat16"),
     "keras-hub fit": lambda size, steps: time_keras_hub(size, steps),
     "keras-hub fit XLA": lambda size, steps: time_keras_hub(size, steps, jit=True),
 }
@@ -231,6 +232,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--vocab-size", type=int, default=VOCAB)
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS), metavar="ARM",
+                        help=f"what to time (default all): {', '.join(ARMS)}")
     parser.add_argument("--gpu-base", action="store_true", help="measure BERT-Base bf16 on a GPU instead")
     args = parser.parse_args()
     if args.gpu_base:
@@ -241,22 +244,26 @@ def main() -> None:
 
     print(f"examples/s on this CPU, seq {SEQ}, {PREDICTIONS} predictions, batch {BATCH}, vocab {VOCAB:,}; "
           f"median of {args.repeats} x {args.steps} steps, arms interleaved", flush=True)
-    limits = {size: matmul_limit(BertConfig.from_preset(size, vocab_size=VOCAB), BATCH, "fp32") for size in args.sizes}
+    precisions = ["fp32"] + (["mixed_bfloat16"] if any("bfloat16" in arm for arm in args.arms) else [])
+    limits = {(size, precision): matmul_limit(BertConfig.from_preset(size, vocab_size=VOCAB), BATCH, precision)
+              for size in args.sizes for precision in precisions}
     for size in args.sizes:
         config = BertConfig.from_preset(size, vocab_size=VOCAB)
-        limit, flops = limits[size], flops_per_example(config)
-        runs: dict[str, list] = {arm: [] for arm in ARMS}
+        flops = flops_per_example(config)
+        runs: dict[str, list] = {arm: [] for arm in args.arms}
         for _ in range(args.repeats):
-            for arm, measure in ARMS.items():
-                runs[arm].append(measure(size, args.steps))
+            for arm in args.arms:
+                runs[arm].append(ARMS[arm](size, args.steps))
             print(f"  {size}: " + ", ".join(f"{k} {v[-1]:,.1f}" for k, v in runs.items()), flush=True)
         medians = {arm: statistics.median(values) for arm, values in runs.items()}
-        print(f"\n{size}: {flops / 1e9:.2f} GFLOP per example; tf.matmul alone on its shapes (fp32): "
-              f"{limit / 1e9:,.0f} GFLOP/s, the limit")
+        print(f"\n{size}: {flops / 1e9:.2f} GFLOP per example; tf.matmul alone on its shapes, the limit: "
+              + ", ".join(f"{limits[size, p] / 1e9:,.0f} GFLOP/s in {p}" for p in precisions))
         print(f"{'arm':<24} {'examples/s':>10} {'GFLOP/s':>8} {'of limit':>9} {'vs keras-hub':>13} {'vs k-h XLA':>11}")
         for arm, rate in medians.items():
-            print(f"{arm:<24} {rate:>10,.1f} {rate * flops / 1e9:>8,.1f} {rate * flops / limit:>9.0%} "
-                  f"{rate / medians['keras-hub fit']:>12.2f}x {rate / medians['keras-hub fit XLA']:>10.2f}x")
+            limit = limits[size, "mixed_bfloat16" if "bfloat16" in arm else "fp32"]
+            ratios = "".join(f" {rate / medians[k]:>{w}.2f}x" if k in medians else f" {'':>{w + 1}}"
+                             for k, w in (("keras-hub fit", 12), ("keras-hub fit XLA", 10)))
+            print(f"{arm:<24} {rate:>10,.1f} {rate * flops / 1e9:>8,.1f} {rate * flops / limit:>9.0%}{ratios}")
     print("\nours: MLM + NSP, bert pretrain's loop and optimizer (AdamW, clip 1.0, dense embedding gradients); "
           "keras-hub: BertMaskedLM.fit, MLM only")
 

@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 
 from bert_cli.main import app
-from bert_cli.pretraining import XLA_MIN_STEPS, PretrainOptions, training_config, use_xla
+from bert_cli.pretraining import (
+    BF16_MIN_HIDDEN,
+    XLA_MIN_STEPS,
+    PretrainOptions,
+    cpu_has_amx_bf16,
+    resolve_precision,
+    training_config,
+    use_xla,
+)
 from cli_helpers import assert_one_line_error
 from pretrain_helpers import TINY_CONFIG, make_examples, write_config, write_records, write_vocab
 
@@ -20,6 +28,7 @@ class _Distribution:
 
 
 def _options(**changes) -> PretrainOptions:
+    changes.setdefault("precision", "fp32")  # as a run has resolved it
     return PretrainOptions(inputs=("r",), output="o", train_steps=changes.pop("train_steps", 1000), **changes)
 
 
@@ -31,6 +40,32 @@ def test_xla_by_default_for_long_fp32_runs_only():
     assert use_xla(_options(), _Distribution("tpu")) is False  # compiled anyway
     assert use_xla(_options(jit=False), cpu) is False  # asked for: always as asked
     assert use_xla(_options(jit=True, train_steps=5, precision="mixed_bfloat16"), cpu) is True
+
+
+def test_amx_bf16_is_read_from_the_cpus_flags(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_tile amx_int8\n\n")
+    assert cpu_has_amx_bf16(str(cpuinfo)) is False  # bf16 vector instructions without AMX's tiles do not count
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n\n")
+    assert cpu_has_amx_bf16(str(cpuinfo)) is True
+    assert cpu_has_amx_bf16(str(tmp_path / "absent")) is False  # not Linux: no claim
+
+
+@pytest.mark.parametrize("amx, hidden, kind, asked, expected", [
+    (True, BF16_MIN_HIDDEN, "default", "auto", "mixed_bfloat16"),
+    (True, BF16_MIN_HIDDEN - 1, "default", "auto", "fp32"),  # element-wise work dominates: bf16 is slower
+    (False, 1024, "default", "auto", "fp32"),  # no AMX: bf16 measured slower
+    (True, 1024, "tpu", "auto", "fp32"),  # accelerators keep fp32 unless asked
+    (False, 32, "default", "mixed_bfloat16", "mixed_bfloat16"),  # asked for: as asked
+    (True, 1024, "default", "fp32", "fp32"),
+])
+def test_auto_precision_picks_bf16_only_where_it_was_measured_faster(monkeypatch, amx, hidden, kind, asked,
+                                                                      expected):
+    from models.config import BertConfig
+
+    monkeypatch.setattr("bert_cli.pretraining.cpu_has_amx_bf16", lambda: amx)
+    config = BertConfig(**{**TINY_CONFIG, "hidden_size": hidden, "num_attention_heads": 1})
+    assert resolve_precision(_options(precision=asked), config, _Distribution(kind)) == expected
 
 
 def test_training_config_replaces_dropout_only():
@@ -91,11 +126,22 @@ def test_dropout_option_keeps_the_models_config_and_is_part_of_the_run(runner, c
     output = tmp_path / "model"
     result = _pretrain(runner, corpus, output, "--dropout", "0")
     assert result.exit_code == 0, result.output
-    assert "XLA off (auto), dropout 0" in " ".join(result.stderr.split())
+    assert "XLA off (auto), fp32 (auto), dropout 0" in " ".join(result.stderr.split())
     saved = json.loads((output / "bert_config.json").read_text())
     assert saved["hidden_dropout_prob"] == 0.1 and saved["attention_probs_dropout_prob"] == 0.1
     refused = _pretrain(runner, corpus, output, "--dropout", "0.2")
     assert refused.exit_code == 2 and "--overwrite" in refused.stderr
+
+
+def test_auto_precision_is_said_and_recorded(runner, corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr("bert_cli.pretraining.cpu_has_amx_bf16", lambda: True)
+    monkeypatch.setattr("bert_cli.pretraining.BF16_MIN_HIDDEN", 32)  # the tiny model counts as large here
+    output = tmp_path / "model"
+    result = _pretrain(runner, corpus, output)
+    assert result.exit_code == 0, result.output
+    assert "mixed_bfloat16 (auto: AMX bf16 units)" in " ".join(result.stderr.split())
+    options = json.loads((output / "pretrain.json").read_text())["options"]
+    assert (options["precision"], options["precision_auto"]) == ("mixed_bfloat16", True)
 
 
 @pytest.mark.parametrize("value", ["-0.1", "1"])
@@ -123,3 +169,24 @@ def test_a_run_shorter_than_one_pass_over_chunked_records_is_warned():
     assert chunk_order_note(_manifest(1, 503_423), 32) is None
     assert chunk_order_note(_manifest(18, 503_423, created_by="create_pretraining_data.py"), 32) is None
     assert chunk_order_note(None, 32) is None
+
+
+def _matmul_dtypes(model, batch) -> set:
+    """The dtypes of every matrix product in the traced forward pass of ``model`` on ``batch``."""
+    from bert_cli.pretraining import record_inputs
+
+    inputs = record_inputs({key: tf.constant(value) for key, value in batch.items()})
+    graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(inputs).graph
+    products = [op for op in graph.get_operations() if op.type in ("MatMul", "BatchMatMulV2", "Einsum")]
+    assert products
+    return {op.get_attr("T").name for op in products}
+
+
+def test_mixed_bfloat16_runs_every_matmul_in_bfloat16_the_vocabulary_projection_too():
+    """Keras' Embedding does not autocast its table: the tied MLM output projection ran in float32."""
+    from models.config import BertConfig
+    from models.pretraining import build_pretrainer
+
+    config = BertConfig(**TINY_CONFIG)
+    assert _matmul_dtypes(build_pretrainer(config, dtype="mixed_bfloat16"), _batch()) == {"bfloat16"}
+    assert _matmul_dtypes(build_pretrainer(config), _batch()) == {"float32"}
