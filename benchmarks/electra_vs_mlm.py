@@ -49,7 +49,7 @@ def pretrain(objective: str, steps: int, output: Path, vocab: Path, records: Pat
             "pretrain", str(records), "-o", str(output), "--model", options.model, "--vocab", str(vocab),
             "--objective", objective, "--train-steps", str(steps), "--warmup-steps", str(max(1, steps // 10)),
             "--learning-rate", str(getattr(options, f"{objective}_learning_rate")),
-            "--batch-size", str(options.batch_size), "--jit",
+            "--batch-size", str(options.batch_size),
             "--log-every", str(max(1, steps // 10)), "--save-every", str(max(1, steps // 5)), *evaluation])
     return json.loads(summary.read_text())
 

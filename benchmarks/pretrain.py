@@ -10,6 +10,12 @@ pipeline. Each measurement times ``--steps`` steps after a warm-up call
 of ``--repeats`` is reported with the ratios to keras-hub with and without
 XLA (goal >= 1.2 while also training NSP).
 
+``--arms`` picks what to time: our loop with and without XLA, with
+``--dropout 0``, in mixed_bfloat16 (its limit is bf16 ``tf.matmul``), ELECTRA
+with and without XLA (what the generator costs against an MLM step of the same
+encoder; its FLOPs columns count the MLM step's FLOPs), and keras-hub's
+``fit``.
+
 Model FLOPs utilisation is against the machine's *measured* limit: the
 model's own matmul shapes timed with ``tf.matmul`` alone in fp32
 (:func:`matmul_limit`), and the model FLOPs of :func:`flops_per_example`.
@@ -47,7 +53,8 @@ def synthetic(batches: int, batch: int, seq: int = SEQ, seed: int = 0) -> dict:
         "input_ids": rng.integers(1000, VOCAB, (n, seq)),
         "input_mask": np.ones((n, seq), "int64"),
         "segment_ids": np.concatenate([np.zeros((n, seq // 2)), np.ones((n, seq // 2))], 1).astype("int64"),
-        "masked_lm_positions": np.sort(rng.integers(1, seq - 1, (n, PREDICTIONS)), 1),
+        # distinct positions, as in real records (ELECTRA writes its samples there)
+        "masked_lm_positions": np.sort(np.argsort(rng.random((n, seq - 2)), 1)[:, :PREDICTIONS] + 1, 1),
         "masked_lm_ids": rng.integers(1000, VOCAB, (n, PREDICTIONS)),
         "masked_lm_weights": np.ones((n, PREDICTIONS), "float32"),
         "next_sentence_labels": rng.integers(0, 2, (n, 1)),
@@ -122,7 +129,7 @@ def matmul_limit(config, batch: int, precision: str, repeats: int = 7, calls: in
 
 
 def time_ours(size: str, steps: int, jit: bool, precision: str = "fp32", batch: int = BATCH,
-              steps_per_execution: int = 1, dropout: float | None = None) -> float:
+              steps_per_execution: int = 1, dropout: float | None = None, objective: str = "mlm") -> float:
     import tensorflow as tf
 
     from bert_cli import strategy as strategies
@@ -138,7 +145,12 @@ def time_ours(size: str, steps: int, jit: bool, precision: str = "fp32", batch: 
 
     config = training_config(BertConfig.from_preset(size, vocab_size=VOCAB), dropout)
     total = steps + steps_per_execution  # the first call traces and compiles
-    task = PretrainTask(config, "adamw", 1e-4, total, 0, train_input=train_input, precision=precision)
+    if objective == "electra":
+        from bert_cli.electra import ElectraTask
+
+        task = ElectraTask(config, "adamw", 1e-4, total, 0, train_input=train_input, precision=precision)
+    else:
+        task = PretrainTask(config, "adamw", 1e-4, total, 0, train_input=train_input, precision=precision)
     marks: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         run_loop(task, distribution,
@@ -221,6 +233,8 @@ ARMS = {  # name -> how it trains
     "ours --jit": lambda size, steps: time_ours(size, steps, jit=True),
     "ours --jit --dropout 0": lambda size, steps: time_ours(size, steps, jit=True, dropout=0.0),
     "ours mixed_bfloat16": lambda size, steps: time_ours(size, steps, jit=False, precision="mixed_bfloat16"),
+    "ours electra --jit": lambda size, steps: time_ours(size, steps, jit=True, objective="electra"),
+    "ours electra": lambda size, steps: time_ours(size, steps, jit=False, objective="electra"),
     "keras-hub fit": lambda size, steps: time_keras_hub(size, steps),
     "keras-hub fit XLA": lambda size, steps: time_keras_hub(size, steps, jit=True),
 }

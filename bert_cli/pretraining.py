@@ -164,8 +164,9 @@ class PretrainOptions:
         "a CPU with AMX bf16 units for models of hidden size 256 or more (measured 1.2-1.6x faster), else fp32.",
         panel=_OPT)
     jit: bool | None = option(
-        None, help="Compile the step with XLA; default: on for runs of 100+ steps in fp32 (10-30 % faster "
-        "measured on CPUs), off on TPUs (compiled anyway) and for mixed precision on CPUs.",
+        None, help="Compile the step with XLA; default: on for masked-LM runs of 100+ steps in fp32 (10-30 % "
+        "faster measured on CPUs) and on GPUs, off on TPUs (compiled anyway) and on CPUs for mixed precision "
+        "and ELECTRA (no faster there).",
         flags=("--jit/--no-jit",), panel=_OPT, show_default=False)
     dropout: float | None = option(
         None, help="Dropout while pre-training (hidden and attention); default: the model's (0.1). 0 trains "
@@ -691,7 +692,10 @@ def use_xla(options: PretrainOptions, distribution) -> bool:
     Measured on 2-core CPUs (``benchmarks/pretrain.py``): XLA makes an fp32
     step 10-30 % faster (fused element-wise work, one program per step), but
     a mixed-precision step on a CPU slower, since XLA's CPU backend does not
-    reach oneDNN's bf16 kernels. TPUs compile every step anyway.
+    reach oneDNN's bf16 kernels, and no faster for an ELECTRA step (``benchmarks/pretrain.py --arms "ours
+    electra --jit" "ours electra"``, vocabulary 8,000: L-2_H-128 107.9 vs 116.2
+    ex/s without, L-4_H-256 37.1 vs 36.5).
+    TPUs compile every step anyway.
     """
     if options.jit is not None:
         return options.jit
@@ -700,7 +704,7 @@ def use_xla(options: PretrainOptions, distribution) -> bool:
     import tensorflow as tf
 
     on_gpu = bool(tf.config.list_logical_devices("GPU"))
-    return on_gpu or options.precision == "fp32"
+    return on_gpu or (options.precision == "fp32" and options.objective == "mlm")
 
 
 #: Below this hidden size a mixed_bfloat16 step on a CPU is slower than fp32 with XLA.
