@@ -161,7 +161,7 @@ class PretrainOptions:
     accumulation_steps: int = option(1, help="Micro-batches per update (gradient accumulation).", panel=_OPT)
     precision: str = option(
         "auto", help="auto, fp32, mixed_bfloat16 or mixed_float16 (with loss scaling); auto: mixed_bfloat16 on "
-        "a CPU with AMX bf16 units for models of hidden size 256 or more (measured 1.2-1.6x faster), else fp32.",
+        "a CPU with AMX bf16 units for models of hidden size 256 or more (measured 1.1-1.7x faster), else fp32.",
         panel=_OPT)
     jit: bool | None = option(
         None, help="Compile the step with XLA; default: on for masked-LM runs of 100+ steps in fp32 (10-30 % "
@@ -692,10 +692,10 @@ def use_xla(options: PretrainOptions, distribution) -> bool:
     Measured on 2-core CPUs (``benchmarks/pretrain.py``): XLA makes an fp32
     step 10-30 % faster (fused element-wise work, one program per step), but
     a mixed-precision step on a CPU slower, since XLA's CPU backend does not
-    reach oneDNN's bf16 kernels, and no faster for an ELECTRA step (``benchmarks/pretrain.py --arms "ours
-    electra --jit" "ours electra"``, vocabulary 8,000: L-2_H-128 107.9 vs 116.2
-    ex/s without, L-4_H-256 37.1 vs 36.5).
-    TPUs compile every step anyway.
+    reach oneDNN's bf16 kernels, and an ELECTRA step no faster (``--arms "ours
+    electra --jit" "ours electra"``, vocabulary 8,000: L-2_H-128 107.9 ex/s
+    with XLA, 116.2 without; L-4_H-256 37.1 and 36.5). TPUs compile every step
+    anyway.
     """
     if options.jit is not None:
         return options.jit
