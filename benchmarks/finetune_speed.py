@@ -40,7 +40,8 @@ def sst2_arrays(max_seq_length: int) -> tuple[dict, int]:
     return features.arrays, len(vocab)
 
 
-def time_arm(arrays: dict, vocab_size: int, size: str, steps: int, batch: int, arm: str, jit: bool) -> tuple:
+def time_arm(arrays: dict, vocab_size: int, size: str, steps: int, batch: int, arm: str, jit: bool,
+             precision: str = "fp32") -> tuple:
     """Examples/s over ``steps`` updates after the first, and the share of padding positions trained on."""
     import numpy as np
 
@@ -55,7 +56,7 @@ def time_arm(arrays: dict, vocab_size: int, size: str, steps: int, batch: int, a
     keys = classify.Recipe.token_keys if arm != "padded" else None
     make = train_input(arrays, batch, seed=0, token_keys=keys, group_by_length=arm == "grouped")
     config = BertConfig.from_preset(size, vocab_size=vocab_size)
-    task = FinetuneTask(recipe, config, 3e-5, steps + 1, 0, make)
+    task = FinetuneTask(recipe, config, 3e-5, steps + 1, 0, make, precision=precision)
     positions = [b["input_mask"].shape[1] for b in make(None, 0).take(steps + 1)]
     real = sum(float(np.sum(b["input_mask"])) for b in make(None, 0).take(steps + 1))
     marks: list[float] = []
@@ -74,6 +75,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-seq-length", type=int, default=64)
     parser.add_argument("--jit", action="store_true", help="compile the step with XLA (one program per width)")
+    parser.add_argument("--precision", default="fp32", help="fp32 or mixed_bfloat16 (bert finetune's --precision)")
     args = parser.parse_args()
     arrays, vocab_size = sst2_arrays(args.max_seq_length)
     print(f"SST-2 train: {len(arrays['input_ids']):,} examples padded to {arrays['input_ids'].shape[1]}", flush=True)
@@ -82,12 +84,12 @@ def main() -> None:
     for _ in range(args.repeats):
         for arm in runs:
             rate, padding[arm] = time_arm(arrays, vocab_size, args.size, args.steps, args.batch_size,
-                                          arm, args.jit)
+                                          arm, args.jit, args.precision)
             runs[arm].append(rate)
         print("  " + ", ".join(f"{arm} {values[-1]:,.1f} ex/s" for arm, values in runs.items()), flush=True)
     medians = {arm: statistics.median(values) for arm, values in runs.items()}
     print(f"\n{args.size} fine-tuning, batch {args.batch_size}, --max-seq-length {args.max_seq_length}"
-          f"{', --jit' if args.jit else ''}, median of {args.repeats} x {args.steps} updates")
+          f"{', --jit' if args.jit else ''}, {args.precision}, median of {args.repeats} x {args.steps} updates")
     for arm, rate in medians.items():
         print(f"  {arm:<8} {rate:>8,.1f} examples/s   padding {padding[arm]:.0%} of the positions")
     print(f"  cut / padded {medians['cut'] / medians['padded']:.2f}x, "
