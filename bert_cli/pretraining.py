@@ -701,10 +701,14 @@ def use_xla(options: PretrainOptions, distribution) -> bool:
         return options.jit
     if distribution.kind == "tpu" or options.train_steps < XLA_MIN_STEPS:
         return False
+    return _on_gpu() or (options.precision == "fp32" and options.objective == "mlm")
+
+
+def _on_gpu() -> bool:
+    """Whether TensorFlow sees a GPU (the speed choices above were measured on CPUs)."""
     import tensorflow as tf
 
-    on_gpu = bool(tf.config.list_logical_devices("GPU"))
-    return on_gpu or (options.precision == "fp32" and options.objective == "mlm")
+    return bool(tf.config.list_logical_devices("GPU"))
 
 
 #: Below this hidden size a mixed_bfloat16 step on a CPU is slower than fp32 with XLA.
@@ -725,11 +729,9 @@ def resolve_precision(options: PretrainOptions, config, distribution) -> str:
     """
     if options.precision != "auto":
         return options.precision
-    if distribution.kind == "tpu" or config.hidden_size < BF16_MIN_HIDDEN or not cpu_has_amx_bf16():
+    if distribution.kind == "tpu" or config.hidden_size < BF16_MIN_HIDDEN or not cpu_has_amx_bf16() or _on_gpu():
         return "fp32"
-    import tensorflow as tf
-
-    return "fp32" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
+    return "mixed_bfloat16"
 
 
 def _precision_note(options: PretrainOptions) -> str:
