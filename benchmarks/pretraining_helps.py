@@ -50,7 +50,7 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 BERT = [sys.executable, "-m", "bert_cli"]
@@ -180,8 +180,11 @@ def prepare(workdir: Path, options) -> tuple[Path, Path, Path]:
     text.mkdir(parents=True, exist_ok=True)
     train_text, held_out_text = text / "train.txt", text / "held_out.txt"
     if not held_out_text.exists():
-        corpora = [_documents(path) for path in sorted((DATA / "corpora").glob("*.txt"))]
+        shared = sorted((DATA / "corpora").glob("*.txt")) if options.shared_corpora else []
+        corpora = [_documents(path) for path in shared]
         corpora += [task_documents(task) for task in (TASKS if options.task_text else ())]
+        if not corpora:
+            sys.exit("--no-shared-corpora and --no-task-text leave no pre-training text")
         _split_held_out(corpora, train_text, held_out_text)
     vocab = workdir / "vocab" / "vocab.txt"
     if not vocab.exists():
@@ -392,6 +395,8 @@ def parse_options() -> argparse.Namespace:
     parser.add_argument("--dupe-factor", type=int, default=10, help="make-data passes (the original's 10)")
     parser.add_argument("--task-text", action=argparse.BooleanOptionalAction, default=True,
                         help="add the four tasks' training text, without labels, to the pre-training corpus")
+    parser.add_argument("--shared-corpora", action=argparse.BooleanOptionalAction, default=True,
+                        help="pre-train on ../shared/data/corpora/*.txt (technical documentation) as well")
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--labels", nargs="+", type=int, default=[100, 1000], help="training-set sizes (seeded)")

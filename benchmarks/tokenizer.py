@@ -59,7 +59,7 @@ def main() -> None:
         if not path.is_file():
             sys.exit(f"{path}: not found (the default data lives in ../shared/data)")
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from data.textio import iter_lines
     from data.tokenization import Tokenizer, Vocabulary
     from reference_tokenizer import ReferenceTokenizer
