@@ -273,9 +273,9 @@ class Demo:
         train = self.plan.train_steps
         self.timed("bert pretrain", model,
                    ["pretrain", str(records), "-o", str(model), "--model", "tiny", "--batch-size", "32",
-                    "--train-steps", str(train), "--warmup-steps", str(max(1, train // 10)),
-                    "--learning-rate", "1e-3", "--log-every", str(max(1, train // 8)), "--save-every",
-                    str(train), "--eval-input", str(held_out_records), "--eval-batches", "20", "--overwrite"],
+                    "--train-steps", str(train), "--recipe", "budget", "--log-every", str(max(1, train // 8)),
+                    "--save-every", str(train), "--eval-input", str(held_out_records), "--eval-batches", "20",
+                    "--overwrite"],
                    lambda: self.pretrain_figures(model))
         return model
 

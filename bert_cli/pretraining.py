@@ -154,8 +154,16 @@ class PretrainOptions:
     vocab: Path | None = option(None, help="vocab.txt; default: the one named in the records' manifest.")
     batch_size: int = option(32, help="Global batch size (all replicas together).")
     train_steps: int = option(100_000, help="Optimizer updates in the whole run.", panel=_OPT)
-    warmup_steps: int = option(10_000, help="Updates of linear learning-rate warmup.", panel=_OPT)
-    learning_rate: float = option(5e-5, help="Peak learning rate.", panel=_OPT)
+    recipe: str = option(
+        "original", help="Defaults for --learning-rate and --warmup-steps. original: the release's (5e-5, "
+        "10,000 updates); budget: measured here for small models (hidden size 256 or less) on a budget of CPU "
+        "hours: 1e-3 at batch 32, warmup 10 % of --train-steps (see the README).", panel=_OPT)
+    warmup_steps: int | None = option(
+        None, help="Updates of linear learning-rate warmup; default: the recipe's (original 10,000; budget 10 % "
+        "of --train-steps).", panel=_OPT, show_default=False)
+    learning_rate: float | None = option(
+        None, help="Peak learning rate; default: the recipe's (original 5e-5; budget 1e-3).", panel=_OPT,
+        show_default=False)
     optimizer: str = option("adamw", help="adamw or lamb (large batches).", panel=_OPT)
     weight_decay: float = option(0.01, help="Decoupled weight decay (never on LayerNorm and biases).", panel=_OPT)
     accumulation_steps: int = option(1, help="Micro-batches per update (gradient accumulation).", panel=_OPT)
@@ -368,11 +376,39 @@ class PretrainResult:
     parameters: int
 
 
+#: ``--recipe``: (peak learning rate, warmup updates, or None and warmup = --train-steps // the divisor).
+#: budget: measured with benchmarks/pretraining_helps.py (L-2_H-128, batch 32): held-out MLM accuracy
+#: after 2,000 updates 11.2 % at 1e-3, 7.9 % at 3e-4; L-4_H-256 learns at 1e-3 (600 updates, 9.9 %).
+RECIPES = {"original": (5e-5, 10_000, None), "budget": (1e-3, None, 10)}
+#: The widest model --recipe budget's learning rate was measured on.
+BUDGET_MAX_HIDDEN = 256
+
+
+def apply_recipe(options: PretrainOptions, hidden_size: int | None = None) -> PretrainOptions:
+    """``options`` with --learning-rate and --warmup-steps the user left out (None) taken from --recipe.
+
+    ``hidden_size`` is the model's, when known: --recipe budget's rate was
+    measured on models up to :data:`BUDGET_MAX_HIDDEN` wide, so a wider model
+    must name its own rate.
+    """
+    if options.recipe not in RECIPES:
+        raise UserError(f"--recipe {options.recipe!r} is not known; use {' or '.join(RECIPES)}")
+    rate, updates, divisor = RECIPES[options.recipe]
+    if (options.recipe == "budget" and options.learning_rate is None and hidden_size
+            and hidden_size > BUDGET_MAX_HIDDEN):
+        raise UserError(f"--recipe budget: its learning rate was measured on models of hidden size "
+                        f"{BUDGET_MAX_HIDDEN} or less, this one has {hidden_size}; give --learning-rate")
+    warmup = updates if divisor is None else max(1, options.train_steps // divisor)
+    return dataclasses.replace(
+        options, learning_rate=rate if options.learning_rate is None else options.learning_rate,
+        warmup_steps=warmup if options.warmup_steps is None else options.warmup_steps)
+
+
 def run_pretraining(options: PretrainOptions) -> PretrainResult:
     """Runs ``bert pretrain``: checks inputs, trains (or resumes), writes the model directory."""
     from bert_cli.runs import removed_unless_resumable
 
-    _check_options(options)
+    _check_options(apply_recipe(options))
     with removed_unless_resumable(Path(options.output)):
         return _run(options)
 
@@ -387,6 +423,7 @@ def _run(options: PretrainOptions) -> PretrainResult:
     if options.precision != "auto":
         check_precision(options.precision)
     inputs = _check_inputs(options)
+    options = apply_recipe(options, inputs.config.hidden_size)
     options = dataclasses.replace(options, precision=resolve_precision(options, inputs.config, distribution),
                                   precision_auto=options.precision == "auto")
     if distribution.is_chief:
@@ -613,7 +650,8 @@ def _train(options: PretrainOptions, inputs: PretrainInputs, distribution):
                  f"records T={records.max_seq_length} P={records.max_predictions}, {len(records.files)} file(s); "
                  f"XLA {'on' if jit else 'off'}{'' if options.jit is not None else ' (auto)'}, "
                  f"{_precision_note(options)}"
-                 + (f", dropout {options.dropout:g}" if options.dropout is not None else ""))
+                 + (f", dropout {options.dropout:g}" if options.dropout is not None else "")
+                 + f"; lr {options.learning_rate:g}, warmup {options.warmup_steps:,} (recipe {options.recipe})")
 
     def on_resume(path: str, step: int) -> None:
         console.info(f"resuming from {path} at step {step:,} of {options.train_steps:,}")

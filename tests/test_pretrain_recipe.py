@@ -1,0 +1,72 @@
+"""`bert pretrain --recipe`: the defaults of --learning-rate and --warmup-steps a user leaves out."""
+
+import json
+
+import pytest
+
+from bert_cli.errors import UserError
+from bert_cli.main import app
+from bert_cli.pretraining import BUDGET_MAX_HIDDEN, PretrainOptions, apply_recipe
+from cli_helpers import assert_one_line_error
+from pretrain_helpers import make_examples, write_config, write_records, write_vocab
+
+
+def _options(**changes) -> PretrainOptions:
+    return PretrainOptions(inputs=("r",), output="o", **changes)
+
+
+def test_the_original_recipe_is_the_releases_defaults():
+    options = apply_recipe(_options())
+    assert (options.learning_rate, options.warmup_steps, options.train_steps) == (5e-5, 10_000, 100_000)
+
+
+@pytest.mark.parametrize("steps, warmup", [(5475, 547), (21_900, 2190), (9, 1), (1, 1)])
+def test_the_budget_recipe_warms_up_for_a_tenth_of_the_run(steps, warmup):
+    options = apply_recipe(_options(recipe="budget", train_steps=steps), hidden_size=128)
+    assert (options.learning_rate, options.warmup_steps) == (1e-3, warmup)
+
+
+def test_options_given_win_over_the_recipe():
+    options = apply_recipe(_options(recipe="budget", train_steps=1000, learning_rate=3e-4, warmup_steps=7),
+                           hidden_size=4 * BUDGET_MAX_HIDDEN)  # a rate given: any width
+    assert (options.learning_rate, options.warmup_steps) == (3e-4, 7)
+
+
+def test_the_budget_rate_is_refused_for_models_wider_than_it_was_measured_on():
+    assert apply_recipe(_options(recipe="budget"), hidden_size=BUDGET_MAX_HIDDEN).learning_rate == 1e-3
+    with pytest.raises(UserError, match="--learning-rate"):
+        apply_recipe(_options(recipe="budget"), hidden_size=BUDGET_MAX_HIDDEN + 1)
+    with pytest.raises(UserError, match="original or budget"):
+        apply_recipe(_options(recipe="fast"))
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("records")
+    write_vocab(directory)
+    config = write_config(directory)
+    write_records(directory / "part-00000.tfrecord", make_examples(64, seed=2))
+    return directory, config
+
+
+def _pretrain(runner, corpus, output, *extra):
+    directory, config = corpus
+    return runner.invoke(app, [
+        "pretrain", str(directory / "part-00000.tfrecord"), "-o", str(output), "--model", str(config), "--vocab",
+        str(directory / "vocab.txt"), "--batch-size", "16", "--train-steps", "20", *extra])
+
+
+def test_the_recipe_is_said_and_its_values_recorded(runner, corpus, tmp_path):
+    output = tmp_path / "model"
+    result = _pretrain(runner, corpus, output, "--recipe", "budget")
+    assert result.exit_code == 0, result.output
+    assert "lr 0.001, warmup 2 (recipe budget)" in " ".join(result.stderr.split())
+    options = json.loads((output / "pretrain.json").read_text())["options"]
+    assert (options["recipe"], options["learning_rate"], options["warmup_steps"]) == ("budget", 1e-3, 2)
+
+
+def test_the_original_recipes_warmup_longer_than_the_run_is_one_line(runner, corpus, tmp_path):
+    result = _pretrain(runner, corpus, tmp_path / "model")  # 10,000 warmup updates of 20
+    assert_one_line_error(result, "--warmup-steps")
+    bad = _pretrain(runner, corpus, tmp_path / "model", "--recipe", "quick")
+    assert_one_line_error(bad, "--recipe")
