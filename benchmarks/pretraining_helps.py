@@ -4,9 +4,10 @@ The central claim of BERT, at small scale: pre-training on unlabelled text
 makes small labelled sets go much further. This script
 
 1. makes one vocabulary and one set of records from the shared corpora
-   (``../shared/data/corpora/*.txt``) and, with ``--task-text`` (the default),
-   the four tasks' training text without its labels, as a user with few labels
-   and plenty of their own text would (dev files are never read); every 20th
+   (``../shared/data/corpora/*.txt``: technical documentation; not with
+   ``--no-shared-corpora``) and, with ``--task-text`` (the default), the four
+   tasks' training text without its labels, as a user with few labels and
+   plenty of their own text would (dev files are never read); every 20th
    document held out;
 2. pre-trains ``--model`` with each objective of ``--objectives`` (masked LM,
    ELECTRA) for each budget of ``--budgets`` minutes. Budgets are **step
@@ -73,7 +74,8 @@ TASKS = {
 #: minutes. The AVX2-only EPYC it replaced ran MLM 2,634 updates in 16.6 min and ELECTRA 1,498 in 15.3
 #: (158 and 98 a minute); ELECTRA's rate here is MLM's scaled by that ratio until it is measured here.
 UPDATES_PER_MINUTE = {"L-2_H-128": {"mlm": 365.0, "electra": 226.0}}
-#: Peak pre-training learning rates (batch 32). At MLM's 1e-3 ELECTRA's discriminator falls back to the
+#: Peak pre-training learning rates (batch 32; warm-up 10 % of the run: ``bert pretrain --recipe budget``,
+#: whose rate is MLM's). At MLM's 1e-3 ELECTRA's discriminator falls back to the
 #: trivial "all original" answer within 50 updates and stays there (held-out recall 0.1 % after 1,498);
 #: at 1e-4 it learns (see the README's ELECTRA section for the measurements).
 LEARNING_RATES = {"mlm": 1e-3, "electra": 1e-4}
@@ -223,7 +225,7 @@ def pretrain(objective: str, steps: int, output: Path, data: tuple[Path, Path, P
             start += ["--generator-layers-fraction", f"{options.generator_layers_fraction:g}"]
         started = time.perf_counter()
         _run(BERT + ["pretrain", str(records), "-o", str(output), "--model", options.model, "--vocab", str(vocab),
-                     "--objective", objective, "--train-steps", str(steps), "--warmup-steps", str(max(1, steps // 10)),
+                     "--objective", objective, "--train-steps", str(steps), "--recipe", "budget",
                      "--learning-rate", str(lr), "--batch-size", "32", "--log-every", str(max(1, steps // 20)),
                      "--save-every", str(max(1, steps // 5)), "--eval-input", str(held_out),
                      "--eval-batches", "50", *start])
