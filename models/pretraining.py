@@ -70,6 +70,11 @@ class BertPretrainer(keras.Model):
             if next_sentence
             else None
         )
+        if not next_sentence:
+            # Without NSP nothing reads the pooled [CLS] output: keep the pooler as built, so the
+            # optimizer gets no variable without a gradient (Keras warns of each, and gradient
+            # accumulation cannot add them up). Fine-tuning a classifier trains it.
+            backbone.get_layer("pooled_dense").trainable = False
 
     def call(self, inputs, training=False):
         encoded = self.backbone(

@@ -110,9 +110,12 @@ def test_mixed_bfloat16_runs(runner, corpus, tmp_path):
     assert np.isfinite(final["loss"])
 
 
-def test_dynamic_masking_and_no_nsp(runner, corpus, tmp_path):
-    result = _pretrain(runner, corpus, tmp_path / "dyn", "--train-steps", "10", "--dynamic-masking", "--no-nsp")
+@pytest.mark.parametrize("accumulation", ["1", "2"])
+def test_dynamic_masking_and_no_nsp(runner, corpus, tmp_path, accumulation, recwarn):
+    result = _pretrain(runner, corpus, tmp_path / "dyn", "--train-steps", "10", "--dynamic-masking", "--no-nsp",
+                       "--accumulation-steps", accumulation)
     assert result.exit_code == 0, result.output
+    assert not [w for w in recwarn if "Gradients do not exist" in str(w.message)]  # the unused pooler is frozen
     final = json.loads((tmp_path / "dyn" / "pretrain.json").read_text())["final_metrics"]
     assert "nsp_accuracy" not in final and np.isfinite(final["mlm_loss"])
 

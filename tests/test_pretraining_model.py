@@ -63,6 +63,22 @@ def test_no_nsp_model_has_no_next_sentence_output():
     assert set(outputs) == {"mlm_logits"}
 
 
+@pytest.mark.parametrize("next_sentence", [True, False])
+def test_every_trainable_variable_gets_a_gradient(next_sentence):
+    """Without NSP the pooler is unused: it must not be trainable (the optimizer would warn, and
+    gradient accumulation would add None); with NSP every variable, the pooler included, learns."""
+    import tensorflow as tf
+
+    model = build_pretrainer(TINY, next_sentence=next_sentence)
+    with tf.GradientTape() as tape:
+        outputs = model(_batch(np.random.default_rng(4)), training=True)
+        loss = sum(tf.reduce_sum(value) for value in outputs.values())
+    gradients = tape.gradient(loss, model.trainable_variables)
+    assert [v.path for v, g in zip(model.trainable_variables, gradients) if g is None] == []
+    pooler = {v.path for v in model.backbone.get_layer("pooled_dense").weights}
+    assert bool(pooler & {v.path for v in model.trainable_variables}) == next_sentence
+
+
 def _log_softmax(x):
     x = x - x.max(-1, keepdims=True)
     return x - np.log(np.exp(x).sum(-1, keepdims=True))
