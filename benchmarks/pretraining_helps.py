@@ -3,12 +3,10 @@
 The central claim of BERT, at small scale: pre-training on unlabelled text
 makes small labelled sets go much further. This script
 
-1. makes one vocabulary and one set of records from the shared corpora
-   (``../shared/data/corpora/*.txt``: technical documentation; not with
-   ``--no-shared-corpora``) and, with ``--task-text`` (the default), the four
-   tasks' training text without its labels, as a user with few labels and
-   plenty of their own text would (dev files are never read); every 20th
-   document held out;
+1. makes one vocabulary and one set of records from the four tasks' training text without its labels,
+   as a user with few labels and plenty of their own text would (dev files are never read), and with
+   ``--shared-corpora`` the shared corpora too (``../shared/data/corpora/*.txt``: technical
+   documentation; measured: in-domain text alone pays more); every 20th document held out;
 2. pre-trains ``--model`` with each objective of ``--objectives`` (masked LM,
    ELECTRA) for each budget of ``--budgets`` minutes. Budgets are **step
    counts**: minutes x ``--updates-per-minute`` of the objective (measured on
@@ -68,11 +66,11 @@ TASKS = {
               ["--max-seq-length", "192", "--doc-stride", "64", "--max-query-length", "32"]),
 }
 #: Updates per minute of ``bert pretrain`` (batch 32, seq 128, XLA), L-2_H-128, with held-out evaluation and
-#: checkpoints, on this project's 2-vCPU machine, an AVX-512 AMD EPYC: MLM 4,950 updates in 13.6 minutes
-#: while other work ran (365 a minute, the figure below); on the quiet machine 5,475 updates took 13.3
-#: minutes and 16,425 more 41.6 (412 and 395 a minute), so the "15" and "60" budgets took 13.3 and 54.9
-#: minutes. The AVX2-only EPYC it replaced ran MLM 2,634 updates in 16.6 min and ELECTRA 1,498 in 15.3
-#: (158 and 98 a minute); ELECTRA's rate here is MLM's scaled by that ratio until it is measured here.
+#: checkpoints, on this project's 2-vCPU machines: on an AVX-512 AMD EPYC MLM 4,950 updates took 13.6 minutes
+#: while other work ran (365 a minute, the figure below); quiet, 5,475 updates took 13.3 minutes and 16,425
+#: more 41.6 (412 and 395 a minute); on a Xeon with AMX 14.4 and 41.5 minutes, so the "15" and "60" budgets
+#: take 13-15 and 55-56 minutes. The AVX2-only EPYC before them ran MLM 2,634 updates in 16.6 min and ELECTRA
+#: 1,498 in 15.3 (158 and 98 a minute); ELECTRA's rate here is MLM's scaled by that ratio until it is measured.
 UPDATES_PER_MINUTE = {"L-2_H-128": {"mlm": 365.0, "electra": 226.0}}
 #: Peak pre-training learning rates (batch 32; warm-up 10 % of the run: ``bert pretrain --recipe budget``,
 #: whose rate is MLM's). At MLM's 1e-3 ELECTRA's discriminator falls back to the
@@ -197,11 +195,12 @@ def prepare(workdir: Path, options) -> tuple[Path, Path, Path]:
     # One chunk: make-data shuffles the instances of a chunk, and writes chunk after chunk, so with its
     # 1 MB chunks a run shorter than an epoch would see the corpus in order, each chunk's dupe-factor
     # passes in a row.
+    nsp = [] if options.nsp else ["--no-nsp"]
     for source, target, extra in ((train_text, records, ["--dupe-factor", str(options.dupe_factor),
                                                          "--num-shards", "4", "--chunk-size-mb", "1000"]),
                                   (held_out_text, held_out, ["--dupe-factor", "1", "--seed", "54321"])):
         if not (target / "manifest.json").exists():
-            _run(BERT + ["make-data", str(source), "--vocab", str(vocab), "-o", str(target), *seq, *extra,
+            _run(BERT + ["make-data", str(source), "--vocab", str(vocab), "-o", str(target), *seq, *extra, *nsp,
                          "--overwrite"])
     return vocab, records, held_out
 
@@ -221,6 +220,10 @@ def pretrain(objective: str, steps: int, output: Path, data: tuple[Path, Path, P
     if not budget.exists():
         start = ["--init-checkpoint", str(init), "--seed", str(options.seed + 1)] if init else []
         lr = options.pretrain_learning_rate.get(objective, LEARNING_RATES[objective])
+        if objective == "mlm" and not options.nsp:
+            start += ["--no-nsp"]
+        if options.pretrain_dropout is not None:
+            start += ["--dropout", f"{options.pretrain_dropout:g}"]
         if objective == "electra" and options.generator_layers_fraction != 1.0:
             start += ["--generator-layers-fraction", f"{options.generator_layers_fraction:g}"]
         started = time.perf_counter()
@@ -394,10 +397,15 @@ def parse_options() -> argparse.Namespace:
     parser.add_argument("--generator-layers-fraction", type=float, default=1.0,
                         help="ELECTRA's generator depth as a share of the model's (bert pretrain's option)")
     parser.add_argument("--seq-length", type=int, default=128)
-    parser.add_argument("--dupe-factor", type=int, default=10, help="make-data passes (the original's 10)")
+    parser.add_argument("--dupe-factor", type=int, default=40,
+                        help="make-data passes (the original's 10; 40 so the 60-minute budget reads each once)")
+    parser.add_argument("--nsp", action=argparse.BooleanOptionalAction, default=True,
+                        help="records and masked LM with next-sentence prediction (--no-nsp: MLM only, full segments)")
+    parser.add_argument("--pretrain-dropout", type=float, default=None,
+                        help="bert pretrain --dropout (default: the model's 0.1)")
     parser.add_argument("--task-text", action=argparse.BooleanOptionalAction, default=True,
                         help="add the four tasks' training text, without labels, to the pre-training corpus")
-    parser.add_argument("--shared-corpora", action=argparse.BooleanOptionalAction, default=True,
+    parser.add_argument("--shared-corpora", action=argparse.BooleanOptionalAction, default=False,
                         help="pre-train on ../shared/data/corpora/*.txt (technical documentation) as well")
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
@@ -408,7 +416,7 @@ def parse_options() -> argparse.Namespace:
     parser.add_argument("--min-updates", type=int, default=100, help="at least this many fine-tuning updates")
     parser.add_argument("--batch-size", type=int, default=32, help="fine-tuning batch (8 for 100 labels or fewer)")
     parser.add_argument("--learning-rate", type=float, default=5e-4, help="fine-tuning peak learning rate")
-    parser.add_argument("--squad-dev-max", type=int, default=2000, help="first N SQuAD dev questions (0: all)")
+    parser.add_argument("--squad-dev-max", type=int, default=1000, help="first N SQuAD dev questions (0: all)")
     parser.add_argument("--seed", type=int, default=12345)
     options = parser.parse_args()
     if not DATA.is_dir():
@@ -433,7 +441,9 @@ def main() -> None:
     arms = {"random": ["--model", str(some / "bert_config.json"), "--vocab", str(some / "vocab.txt")],
             **{name: ["--init", str(arm["dir"])] for name, arm in pretrained.items()}}
     results = run_cells(arms, options)
-    print(f"\n{options.model}, pre-training batch 32 at seq {options.seq_length}; whole run "
+    dropout = "" if options.pretrain_dropout is None else f", dropout {options.pretrain_dropout:g}"
+    print(f"\n{options.model}, pre-training batch 32 at seq {options.seq_length}, "
+          f"{'MLM + NSP' if options.nsp else 'MLM only'}{dropout}; whole run "
           f"{(time.perf_counter() - started) / 60:,.1f} min (finished steps reused)")
     for name, arm in pretrained.items():
         e = arm["evaluation"]
