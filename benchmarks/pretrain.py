@@ -13,8 +13,9 @@ XLA (goal >= 1.2 while also training NSP).
 ``--arms`` picks what to time: our loop with and without XLA, with
 ``--dropout 0``, in mixed_bfloat16 (its limit is bf16 ``tf.matmul``), ELECTRA
 with and without XLA (what the generator costs against an MLM step of the same
-encoder; its FLOPs columns count the MLM step's FLOPs), and keras-hub's
-``fit``.
+encoder; its FLOPs columns count the MLM step's FLOPs), keras-hub's ``fit``,
+and the original release's step as a TF1 graph in a session
+(:mod:`tf1_graph`; the issue's goal: ours >= 1.5x it).
 
 Model FLOPs utilisation is against the machine's *measured* limit: the
 model's own matmul shapes timed with ``tf.matmul`` alone in fp32
@@ -228,6 +229,14 @@ def gpu_base(steps: int) -> None:
         print(line, flush=True)
 
 
+def time_tf1(size: str, steps: int, batch: int = BATCH) -> float:
+    """The original release's step as a TF1 graph in a session (:mod:`tf1_graph`), MLM + NSP, no XLA."""
+    from models.config import BertConfig
+    from tf1_graph import time_tf1_graph
+
+    return time_tf1_graph(BertConfig.from_preset(size, vocab_size=VOCAB), synthetic(8, batch), batch, steps)
+
+
 ARMS = {  # name -> how it trains
     "ours": lambda size, steps: time_ours(size, steps, jit=False),
     "ours --jit": lambda size, steps: time_ours(size, steps, jit=True),
@@ -237,6 +246,7 @@ ARMS = {  # name -> how it trains
     "ours electra": lambda size, steps: time_ours(size, steps, jit=False, objective="electra"),
     "keras-hub fit": lambda size, steps: time_keras_hub(size, steps),
     "keras-hub fit XLA": lambda size, steps: time_keras_hub(size, steps, jit=True),
+    "original TF1 graph": time_tf1,
 }
 
 
@@ -272,14 +282,17 @@ def main() -> None:
         medians = {arm: statistics.median(values) for arm, values in runs.items()}
         print(f"\n{size}: {flops / 1e9:.2f} GFLOP per example; tf.matmul alone on its shapes, the limit: "
               + ", ".join(f"{limits[size, p] / 1e9:,.0f} GFLOP/s in {p}" for p in precisions))
-        print(f"{'arm':<24} {'examples/s':>10} {'GFLOP/s':>8} {'of limit':>9} {'vs keras-hub':>13} {'vs k-h XLA':>11}")
+        print(f"{'arm':<24} {'examples/s':>10} {'GFLOP/s':>8} {'of limit':>9} {'vs keras-hub':>13} {'vs k-h XLA':>11}"
+              f" {'vs TF1':>8}")
         for arm, rate in medians.items():
             limit = limits[size, "mixed_bfloat16" if "bfloat16" in arm else "fp32"]
             ratios = "".join(f" {rate / medians[k]:>{w}.2f}x" if k in medians else f" {'':>{w + 1}}"
-                             for k, w in (("keras-hub fit", 12), ("keras-hub fit XLA", 10)))
+                             for k, w in (("keras-hub fit", 12), ("keras-hub fit XLA", 10),
+                                          ("original TF1 graph", 7)))
             print(f"{arm:<24} {rate:>10,.1f} {rate * flops / 1e9:>8,.1f} {rate * flops / limit:>9.0%}{ratios}")
     print("\nours: MLM + NSP, bert pretrain's loop and optimizer (AdamW, clip 1.0, dense embedding gradients); "
-          "keras-hub: BertMaskedLM.fit, MLM only")
+          "keras-hub: BertMaskedLM.fit, MLM only; original TF1 graph: the release's step (MLM + NSP, "
+          "AdamWeightDecayOptimizer) built with tf.compat.v1 and run in a session (benchmarks/tf1_graph.py)")
 
 
 if __name__ == "__main__":
