@@ -65,9 +65,9 @@ def _attention(tf, x, additive_mask, config, batch: int, seq: int, name: str):
     def split(t):  # [B*T, H] -> [B, A, T, H/A]
         return tf.transpose(tf.reshape(t, [batch, seq, heads, size]), [0, 2, 1, 3])
 
-    query = split(_dense(tf, x, hidden, f"{name}/query", stddev))
-    key = split(_dense(tf, x, hidden, f"{name}/key", stddev))
-    value = split(_dense(tf, x, hidden, f"{name}/value", stddev))
+    query = split(_dense(tf, x, hidden, f"{name}/self/query", stddev))
+    key = split(_dense(tf, x, hidden, f"{name}/self/key", stddev))
+    value = split(_dense(tf, x, hidden, f"{name}/self/value", stddev))
     scores = tf.matmul(query, key, transpose_b=True) * (1.0 / math.sqrt(size)) + additive_mask  # [B, A, T, T]
     probabilities = _dropout(tf, tf.nn.softmax(scores), config.attention_probs_dropout_prob)
     context = tf.transpose(tf.matmul(probabilities, value), [0, 2, 1, 3])  # [B, T, A, H/A]
@@ -78,25 +78,27 @@ def _encoder(tf, features, config, batch: int, seq: int):
     """Embeddings and the Transformer blocks; returns the word table and the [B*T, H] output."""
     hidden, stddev, drop = config.hidden_size, config.initializer_range, config.hidden_dropout_prob
     init = tf.compat.v1.truncated_normal_initializer(stddev=stddev)
-    table = tf.compat.v1.get_variable("embeddings/word", [config.vocab_size, hidden], initializer=init)
-    segments = tf.compat.v1.get_variable("embeddings/type", [config.type_vocab_size, hidden], initializer=init)
-    positions = tf.compat.v1.get_variable("embeddings/position", [config.max_position_embeddings, hidden],
-                                          initializer=init)
+    table = tf.compat.v1.get_variable("bert/embeddings/word_embeddings", [config.vocab_size, hidden],
+                                      initializer=init)
+    segments = tf.compat.v1.get_variable("bert/embeddings/token_type_embeddings", [config.type_vocab_size, hidden],
+                                         initializer=init)
+    positions = tf.compat.v1.get_variable("bert/embeddings/position_embeddings",
+                                          [config.max_position_embeddings, hidden], initializer=init)
     one_hot = tf.one_hot(tf.reshape(features["segment_ids"], [-1]), config.type_vocab_size)  # [B*T, S]
     x = (tf.reshape(tf.gather(table, features["input_ids"]), [batch * seq, hidden])
          + tf.matmul(one_hot, segments) + tf.tile(positions[:seq], [batch, 1]))
-    x = _dropout(tf, _layer_norm(tf, x, "embeddings/norm"), drop)
+    x = _dropout(tf, _layer_norm(tf, x, "bert/embeddings/LayerNorm"), drop)
     mask = tf.cast(tf.reshape(features["input_mask"], [batch, 1, 1, seq]), tf.float32)
     additive_mask = (1.0 - mask) * -10000.0  # [B, 1, 1, T]
     for index in range(config.num_hidden_layers):
-        name = f"layer_{index}"
+        name = f"bert/encoder/layer_{index}"
         attended = _dense(tf, _attention(tf, x, additive_mask, config, batch, seq, f"{name}/attention"),
-                          hidden, f"{name}/attention/output", stddev)
-        x = _layer_norm(tf, _dropout(tf, attended, drop) + x, f"{name}/attention/norm")
-        inner = _dense(tf, x, config.intermediate_size, f"{name}/intermediate", stddev,
+                          hidden, f"{name}/attention/output/dense", stddev)
+        x = _layer_norm(tf, _dropout(tf, attended, drop) + x, f"{name}/attention/output/LayerNorm")
+        inner = _dense(tf, x, config.intermediate_size, f"{name}/intermediate/dense", stddev,
                        activation=lambda t: _gelu(tf, t))
-        x = _layer_norm(tf, _dropout(tf, _dense(tf, inner, hidden, f"{name}/output", stddev), drop) + x,
-                        f"{name}/output/norm")
+        x = _layer_norm(tf, _dropout(tf, _dense(tf, inner, hidden, f"{name}/output/dense", stddev), drop) + x,
+                        f"{name}/output/LayerNorm")
     return table, x
 
 
@@ -106,9 +108,9 @@ def _losses(tf, features, table, sequence, config, batch: int, seq: int):
     positions = features["masked_lm_positions"]
     offsets = tf.reshape(tf.range(batch, dtype=positions.dtype) * seq, [-1, 1])
     picked = tf.gather(sequence, tf.reshape(positions + offsets, [-1]))  # [B*P, H]
-    transformed = _layer_norm(tf, _dense(tf, picked, hidden, "cls/transform", stddev,
-                                         activation=lambda t: _gelu(tf, t)), "cls/transform/norm")
-    bias = tf.compat.v1.get_variable("cls/output_bias", [config.vocab_size],
+    transformed = _layer_norm(tf, _dense(tf, picked, hidden, "cls/predictions/transform/dense", stddev,
+                                         activation=lambda t: _gelu(tf, t)), "cls/predictions/transform/LayerNorm")
+    bias = tf.compat.v1.get_variable("cls/predictions/output_bias", [config.vocab_size],
                                      initializer=tf.compat.v1.zeros_initializer())
     log_probs = tf.nn.log_softmax(tf.matmul(transformed, table, transpose_b=True) + bias)  # [B*P, V]
     labels = tf.one_hot(tf.reshape(features["masked_lm_ids"], [-1]), config.vocab_size)
@@ -116,8 +118,12 @@ def _losses(tf, features, table, sequence, config, batch: int, seq: int):
     per_example = -tf.reduce_sum(log_probs * labels, axis=-1)
     mlm = tf.reduce_sum(weights * per_example) / (tf.reduce_sum(weights) + 1e-5)
     first = tf.reshape(sequence, [batch, seq, hidden])[:, 0]
-    pooled = _dense(tf, first, hidden, "pooler", stddev, activation=tf.tanh)
-    nsp_logits = _dense(tf, pooled, 2, "cls/seq_relationship", stddev)
+    pooled = _dense(tf, first, hidden, "bert/pooler/dense", stddev, activation=tf.tanh)
+    nsp_weights = tf.compat.v1.get_variable("cls/seq_relationship/output_weights", [2, hidden],
+                                            initializer=tf.compat.v1.truncated_normal_initializer(stddev=stddev))
+    nsp_bias = tf.compat.v1.get_variable("cls/seq_relationship/output_bias", [2],
+                                         initializer=tf.compat.v1.zeros_initializer())
+    nsp_logits = tf.matmul(pooled, nsp_weights, transpose_b=True) + nsp_bias
     nsp_labels = tf.one_hot(tf.reshape(features["next_sentence_labels"], [-1]), 2)
     nsp = tf.reduce_mean(-tf.reduce_sum(nsp_labels * tf.nn.log_softmax(nsp_logits), axis=-1))
     return mlm + nsp
@@ -144,25 +150,50 @@ def _adam_weight_decay(tf, loss, learning_rate: float, total_steps: int):
         next_m = 0.9 * m + 0.1 * gradient
         next_v = 0.999 * v + 0.001 * tf.square(gradient)
         update = next_m / (tf.sqrt(next_v) + 1e-6)
-        if not any(part in base for part in ("norm", "bias")):
+        if not any(part in base for part in ("LayerNorm", "layer_norm", "bias")):
             update += 0.01 * variable
         updates += [variable.assign(variable - rate * update), m.assign(next_m), v.assign(next_v)]
     return tf.group(*updates, step.assign_add(1))
+
+
+def _graph(tf, config, data: dict, batch: int):
+    """Input pipeline over ``data`` (held in memory, repeated) and the loss of one batch."""
+    seq = data["input_ids"].shape[1]
+    dataset = tf.data.Dataset.from_tensor_slices(data).repeat().batch(batch, drop_remainder=True).prefetch(4)
+    features = tf.compat.v1.data.make_one_shot_iterator(dataset).get_next()
+    features = {k: tf.cast(v, tf.int32) if v.dtype == tf.int64 else v for k, v in features.items()}
+    table, sequence = _encoder(tf, features, config, batch, seq)
+    return _losses(tf, features, table, sequence, config, batch, seq)
+
+
+def first_loss(config, data: dict, weights: dict) -> float:
+    """The graph's loss on the first batch of ``data`` (all of it) with ``weights`` (original names and
+    layouts), dropout off: what the test compares with our model's loss on the same weights."""
+    import dataclasses
+
+    import tensorflow as tf
+
+    config = dataclasses.replace(config, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    graph = tf.Graph()
+    with graph.as_default():
+        loss = _graph(tf, config, data, len(data["input_ids"]))
+        variables = {v.op.name: v for v in tf.compat.v1.global_variables()}
+        if set(variables) != set(weights):
+            raise ValueError(f"names differ: {sorted(set(variables) ^ set(weights))}")
+        with tf.compat.v1.Session(graph=graph) as session:
+            for name, variable in variables.items():
+                variable.load(weights[name], session)
+            return float(session.run(loss))
 
 
 def time_tf1_graph(config, data: dict, batch: int, steps: int) -> float:
     """Examples/s of ``steps`` session runs of the release's pre-training step (after one warm-up run)."""
     import tensorflow as tf
 
-    seq = data["input_ids"].shape[1]
     graph = tf.Graph()
     with graph.as_default():
         tf.compat.v1.set_random_seed(0)
-        dataset = tf.data.Dataset.from_tensor_slices(data).repeat().batch(batch, drop_remainder=True).prefetch(4)
-        features = tf.compat.v1.data.make_one_shot_iterator(dataset).get_next()
-        features = {k: tf.cast(v, tf.int32) if v.dtype == tf.int64 else v for k, v in features.items()}
-        table, sequence = _encoder(tf, features, config, batch, seq)
-        loss = _losses(tf, features, table, sequence, config, batch, seq)
+        loss = _graph(tf, config, data, batch)
         train = _adam_weight_decay(tf, loss, 1e-4, steps + 1)
         with tf.compat.v1.Session(graph=graph) as session:
             session.run(tf.compat.v1.global_variables_initializer())
