@@ -27,9 +27,16 @@ def test_the_budget_recipe_warms_up_for_a_tenth_of_the_run(steps, warmup):
 
 
 def test_options_given_win_over_the_recipe():
-    options = apply_recipe(_options(recipe="budget", train_steps=1000, learning_rate=3e-4, warmup_steps=7),
-                           hidden_size=4 * BUDGET_MAX_HIDDEN)  # a rate given: any width
-    assert (options.learning_rate, options.warmup_steps) == (3e-4, 7)
+    options = apply_recipe(_options(recipe="budget", train_steps=1000, learning_rate=3e-4, warmup_steps=7,
+                                    dropout=0.1), hidden_size=4 * BUDGET_MAX_HIDDEN)  # a rate given: any width
+    assert (options.learning_rate, options.warmup_steps, options.dropout) == (3e-4, 7, 0.1)
+
+
+@pytest.mark.parametrize("recipe, objective, dropout", [("budget", "mlm", 0.0), ("budget", "electra", None),
+                                                        ("original", "mlm", None)])
+def test_the_budget_recipe_pretrains_masked_lm_without_dropout(recipe, objective, dropout):
+    """None: the model's own (0.1); the budget's 0 was measured for masked LM, not for ELECTRA."""
+    assert apply_recipe(_options(recipe=recipe, objective=objective), hidden_size=128).dropout == dropout
 
 
 def test_the_budget_rate_is_refused_for_models_wider_than_it_was_measured_on():
@@ -62,7 +69,20 @@ def test_the_recipe_is_said_and_its_values_recorded(runner, corpus, tmp_path):
     assert result.exit_code == 0, result.output
     assert "lr 0.001, warmup 2 (recipe budget)" in " ".join(result.stderr.split())
     options = json.loads((output / "pretrain.json").read_text())["options"]
-    assert (options["recipe"], options["learning_rate"], options["warmup_steps"]) == ("budget", 1e-3, 2)
+    assert (options["recipe"], options["learning_rate"], options["warmup_steps"], options["dropout"]) == (
+        "budget", 1e-3, 2, 0.0)
+
+
+def test_the_budget_recipe_keeps_the_models_dropout_for_fine_tuning(runner, corpus, tmp_path):
+    directory, _ = corpus
+    config = write_config(tmp_path, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+    result = runner.invoke(app, [
+        "pretrain", str(directory / "part-00000.tfrecord"), "-o", str(tmp_path / "model"), "--model", str(config),
+        "--vocab", str(directory / "vocab.txt"), "--batch-size", "16", "--train-steps", "4", "--recipe", "budget"])
+    assert result.exit_code == 0, result.output
+    assert "dropout 0;" in result.stderr  # pre-trained without dropout, as the first line says
+    saved = json.loads((tmp_path / "model" / "bert_config.json").read_text())
+    assert (saved["hidden_dropout_prob"], saved["attention_probs_dropout_prob"]) == (0.1, 0.1)
 
 
 def test_the_original_recipes_warmup_longer_than_the_run_is_one_line(runner, corpus, tmp_path):
