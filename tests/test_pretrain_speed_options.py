@@ -11,7 +11,7 @@ from bert_cli.pretraining import (
     BF16_MIN_HIDDEN,
     XLA_MIN_STEPS,
     PretrainOptions,
-    cpu_has_amx_bf16,
+    cpu_bf16_units,
     resolve_precision,
     training_config,
     use_xla,
@@ -44,19 +44,21 @@ def test_xla_by_default_for_long_fp32_runs_only():
     assert use_xla(_options(objective="electra", jit=True), cpu) is True
 
 
-def test_amx_bf16_is_read_from_the_cpus_flags(tmp_path):
+def test_bf16_units_are_read_from_the_cpus_flags(tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_tile amx_int8\n\n")
-    assert cpu_has_amx_bf16(str(cpuinfo)) is False  # bf16 vector instructions without AMX's tiles do not count
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n\n")
-    assert cpu_has_amx_bf16(str(cpuinfo)) is True
-    assert cpu_has_amx_bf16(str(tmp_path / "absent")) is False  # not Linux: no claim
+    assert cpu_bf16_units(str(cpuinfo)) == "AMX bf16 units"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n\n")  # e.g. AMD Zen 4
+    assert cpu_bf16_units(str(cpuinfo)) == "AVX-512-BF16 units"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 fma\n\n")  # AVX2 only: bf16 measured slower
+    assert cpu_bf16_units(str(cpuinfo)) is None
+    assert cpu_bf16_units(str(tmp_path / "absent")) is None  # not Linux: no claim
 
 
 @pytest.mark.parametrize("amx, hidden, kind, asked, expected", [
     (True, BF16_MIN_HIDDEN, "default", "auto", "mixed_bfloat16"),
     (True, BF16_MIN_HIDDEN - 1, "default", "auto", "fp32"),  # element-wise work dominates: bf16 is slower
-    (False, 1024, "default", "auto", "fp32"),  # no AMX: bf16 measured slower
+    (False, 1024, "default", "auto", "fp32"),  # no bf16 units: bf16 measured slower
     (True, 1024, "tpu", "auto", "fp32"),  # accelerators keep fp32 unless asked
     (False, 32, "default", "mixed_bfloat16", "mixed_bfloat16"),  # asked for: as asked
     (True, 1024, "default", "fp32", "fp32"),
@@ -65,7 +67,7 @@ def test_auto_precision_picks_bf16_only_where_it_was_measured_faster(monkeypatch
                                                                       expected):
     from models.config import BertConfig
 
-    monkeypatch.setattr("bert_cli.pretraining.cpu_has_amx_bf16", lambda: amx)
+    monkeypatch.setattr("bert_cli.pretraining.cpu_bf16_units", lambda: "AMX bf16 units" if amx else None)
     config = BertConfig(**{**TINY_CONFIG, "hidden_size": hidden, "num_attention_heads": 1})
     assert resolve_precision(_options(precision=asked), config, _Distribution(kind)) == expected
 
@@ -136,7 +138,7 @@ def test_dropout_option_keeps_the_models_config_and_is_part_of_the_run(runner, c
 
 
 def test_auto_precision_is_said_and_recorded(runner, corpus, tmp_path, monkeypatch):
-    monkeypatch.setattr("bert_cli.pretraining.cpu_has_amx_bf16", lambda: True)
+    monkeypatch.setattr("bert_cli.pretraining.cpu_bf16_units", lambda: "AMX bf16 units")
     monkeypatch.setattr("bert_cli.pretraining.BF16_MIN_HIDDEN", 32)  # the tiny model counts as large here
     output = tmp_path / "model"
     result = _pretrain(runner, corpus, output)
