@@ -354,7 +354,9 @@ def _run_signature(options: PretrainOptions, config, vocab_sha: str) -> dict:
         "optimizer": options.optimizer,
         # Only when asked for, so runs made before the option resume as they were.
         **({"adam_bias_correction": False} if not options.adam_bias_correction else {}),
-        **({"dropout": options.dropout} if options.dropout is not None else {}),
+        # Only when it differs from the model's own, so runs made before --recipe budget set it resume
+        # with --dropout naming the model's value.
+        **({"dropout": options.dropout} if options.dropout not in (None, config.hidden_dropout_prob) else {}),
         **({"objective": "electra", "generator_hidden_fraction": generator_fraction(options),
             "discriminator_weight": options.discriminator_weight} if options.objective == "electra" else {}),
         # Only when asked for, so ELECTRA runs made before the option resume as they were.
@@ -384,7 +386,7 @@ class PretrainResult:
 #: budget: measured with benchmarks/pretraining_helps.py (L-2_H-128, batch 32): held-out MLM accuracy
 #: after 2,000 updates 11.2 % at 1e-3, 7.9 % at 3e-4; L-4_H-256 learns at 1e-3 (600 updates, 9.9 %).
 #: Dropout 0 (as Cramming): at 2,000 updates 10.81 % against 10.21 % with 0.1 (NSP records), 11.46 against
-#: 11.40 % (without NSP), and 1.2-1.3x faster steps; with it and without NSP 21,900 updates gave held-out
+#: 11.40 % (without NSP), and 1.15-1.3x faster steps (Benchmarks); with it and without NSP 21,900 updates gave held-out
 #: 34.9 % and +5.7 points downstream (README, "Does pre-training help?").
 RECIPES = {"original": (5e-5, 10_000, None, None), "budget": (1e-3, None, 10, 0.0)}
 #: The widest model --recipe budget's learning rate was measured on.

@@ -6,7 +6,7 @@ import pytest
 
 from bert_cli.errors import UserError
 from bert_cli.main import app
-from bert_cli.pretraining import BUDGET_MAX_HIDDEN, PretrainOptions, apply_recipe
+from bert_cli.pretraining import BUDGET_MAX_HIDDEN, PretrainOptions, _run_signature, apply_recipe
 from cli_helpers import assert_one_line_error
 from pretrain_helpers import make_examples, write_config, write_records, write_vocab
 
@@ -90,3 +90,16 @@ def test_the_original_recipes_warmup_longer_than_the_run_is_one_line(runner, cor
     assert_one_line_error(result, "--warmup-steps")
     bad = _pretrain(runner, corpus, tmp_path / "model", "--recipe", "quick")
     assert_one_line_error(bad, "--recipe")
+
+
+def test_the_run_signature_names_dropout_only_where_it_differs_from_the_models():
+    """A run made before the budget recipe set dropout 0 (no dropout in its signature) resumes when
+    --dropout names the model's own value; a run without dropout clashes with it."""
+    from models.config import BertConfig
+
+    config = BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
+                        intermediate_size=8, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+    old = _run_signature(_options(), config, "sha")
+    assert "dropout" not in old
+    assert _run_signature(_options(dropout=0.1), config, "sha") == old
+    assert _run_signature(_options(dropout=0.0), config, "sha")["dropout"] == 0.0
