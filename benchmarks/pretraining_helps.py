@@ -223,20 +223,19 @@ def pretrain(objective: str, steps: int, output: Path, data: tuple[Path, Path, P
         sys.exit(f"{output}: was pre-trained for {json.loads(budget.read_text())['steps']:,} updates, this budget is "
                  f"{steps:,}; use another --workdir or remove it")
     if not budget.exists():
-        start = ["--init-checkpoint", str(init), "--seed", str(options.seed + 1)] if init else []
+        extra = ["--init-checkpoint", str(init), "--seed", str(options.seed + 1)] if init else []
         lr = options.pretrain_learning_rate.get(objective, LEARNING_RATES[objective])
-        if objective == "mlm" and not options.nsp:
-            start += ["--no-nsp"]
-        if options.pretrain_dropout is not None:
-            start += ["--dropout", f"{options.pretrain_dropout:g}"]
+        if objective == "mlm":  # ELECTRA has no NSP, and keeps its dropout (as --recipe budget does)
+            extra += [] if options.nsp else ["--no-nsp"]
+            extra += [] if options.pretrain_dropout is None else ["--dropout", f"{options.pretrain_dropout:g}"]
         if objective == "electra" and options.generator_layers_fraction != 1.0:
-            start += ["--generator-layers-fraction", f"{options.generator_layers_fraction:g}"]
+            extra += ["--generator-layers-fraction", f"{options.generator_layers_fraction:g}"]
         started = time.perf_counter()
         _run(BERT + ["pretrain", str(records), "-o", str(output), "--model", options.model, "--vocab", str(vocab),
                      "--objective", objective, "--train-steps", str(steps), "--recipe", "budget",
                      "--learning-rate", str(lr), "--batch-size", "32", "--log-every", str(max(1, steps // 20)),
                      "--save-every", str(max(1, steps // 5)), "--eval-input", str(held_out),
-                     "--eval-batches", "50", *start])
+                     "--eval-batches", "50", *extra])
         budget.write_text(json.dumps({"steps": steps, "minutes": (time.perf_counter() - started) / 60}))
     return {**json.loads((output / "pretrain.json").read_text()), **json.loads(budget.read_text())}
 
@@ -408,7 +407,7 @@ def parse_options() -> argparse.Namespace:
                         help="records and masked LM with next-sentence prediction (default off: MLM only on full "
                         "segments, measured +5.7 against +3.7 with NSP and dropout 0.1)")
     parser.add_argument("--pretrain-dropout", type=float, default=0.0,
-                        help="bert pretrain --dropout (0: faster steps, measured better on this budget)")
+                        help="masked LM's bert pretrain --dropout (0: faster steps, measured better on this budget)")
     parser.add_argument("--task-text", action=argparse.BooleanOptionalAction, default=True,
                         help="add the four tasks' training text, without labels, to the pre-training corpus")
     parser.add_argument("--shared-corpora", action=argparse.BooleanOptionalAction, default=False,
