@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Callable, Protocol
 
+from bert_cli import xla_random
 from bert_cli.strategy import Distribution
 
 
@@ -275,7 +276,14 @@ class _Run:
             totals["batches"] = tf.constant(float(accumulation))
             return totals
 
-        return tf.function(replica_step, jit_compile=True) if self.options.jit else replica_step
+        if not self.options.jit:
+            return replica_step
+
+        def xla_replica_step(batch):  # traced once: dropout inside draws with XLA's fast generator
+            with xla_random.threefry():
+                return replica_step(batch)
+
+        return tf.function(xla_replica_step, jit_compile=True)
 
 
 def _accumulated(task: Task, model, optimizer, batch, accumulation: int, replicas: float, keys: tuple[str, ...]):
