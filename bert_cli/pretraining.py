@@ -740,18 +740,19 @@ def use_xla(options: PretrainOptions, distribution) -> bool:
     """``--jit``, or the measured-fastest choice when it is not given.
 
     Measured on 2-core CPUs (``benchmarks/pretrain.py``): XLA makes an fp32
-    step 10-30 % faster (fused element-wise work, one program per step), but
-    a mixed-precision step on a CPU slower, since XLA's CPU backend does not
-    reach oneDNN's bf16 kernels, and an ELECTRA step no faster (``--arms "ours
-    electra --jit" "ours electra"``, vocabulary 8,000: L-2_H-128 107.9 ex/s
-    with XLA, 116.2 without; L-4_H-256 37.1 and 36.5). TPUs compile every step
+    step 10-30 % faster (fused element-wise work, one program per step), an
+    ELECTRA step too once its Gumbel noise is drawn with ``threefry``
+    (:mod:`bert_cli.xla_random`; ``--arms "ours electra --jit" "ours
+    electra"``, vocabulary 8,000, L-2_H-128: 93.6 ex/s with XLA, 69.0
+    without), but a mixed-precision step on a CPU slower, since XLA's CPU
+    backend does not reach oneDNN's bf16 kernels. TPUs compile every step
     anyway.
     """
     if options.jit is not None:
         return options.jit
     if distribution.kind == "tpu" or options.train_steps < XLA_MIN_STEPS:
         return False
-    return _on_gpu() or (options.precision == "fp32" and options.objective == "mlm")
+    return _on_gpu() or options.precision == "fp32"
 
 
 def _on_gpu() -> bool:

@@ -176,10 +176,25 @@ class ElectraPretrainer(keras.Model):
         logits = ops.stop_gradient(logits)
         uniform = keras.random.uniform(ops.shape(logits), seed=self.sampling_seed)
         gumbel = -ops.log(-ops.log(uniform + 1e-9) + 1e-9)
-        return ops.cast(ops.argmax(logits + gumbel, axis=-1), "int32")
+        return first_max_index(logits + gumbel)
 
     def get_config(self):
         return {**super().get_config(), "generator_shape": self.generator_shape.to_dict()}
+
+
+def first_max_index(scores):
+    """``argmax(scores, axis=-1)`` as int32 ``[B, P]`` for ``scores`` [B, P, V]: the first index of the maximum.
+
+    Written as a max, then the smallest index that reaches it, because XLA's CPU compiler
+    spends minutes on an argmax fused with ``threefry`` noise (the generator the XLA training
+    step draws with, :mod:`bert_cli.xla_random`): measured over 5 minutes against 0.9 s for
+    this form, which runs in 27 ms on ``[32, 20, 8000]`` against 3 s with Keras' default
+    generator.
+    """
+    size = ops.shape(scores)[-1]
+    best = ops.max(scores, axis=-1, keepdims=True)  # [B, P, 1]
+    index = ops.arange(size, dtype="int32")  # [V]
+    return ops.min(ops.where(scores >= best, index, size), axis=-1)  # [B, P]
 
 
 def discriminator_head(config: BertConfig, dtype=None) -> tuple[keras.layers.Dense, keras.layers.Dense]:

@@ -269,6 +269,37 @@ def test_replaced_marks_exactly_the_real_tokens_the_discriminator_sees_changed(m
     np.testing.assert_allclose(out["discriminator_logits"], logits, atol=1e-5)
 
 
+def test_first_max_index_is_numpys_argmax_ties_included():
+    from models.electra import first_max_index
+
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(3, 4, 50)).astype(np.float32)
+    scores[0, 0, [7, 30]] = 9.0  # a tie: the first index wins, as with argmax
+    scores[1, 2, :] = -1.0  # all equal
+    got = np.asarray(first_max_index(tf.constant(scores)))
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, np.argmax(scores, -1))
+    assert got[0, 0] == 7 and got[1, 2] == 0
+
+
+def test_samples_compiled_with_the_fast_generator_follow_the_generators_softmax(model):
+    """Inside the XLA step (threefry noise) the Gumbel-max sample is still a draw from softmax(logits)."""
+    from bert_cli import xla_random
+
+    probabilities = np.array([0.5, 0.25, 0.15, 0.1], np.float32)
+    logits = tf.constant(np.broadcast_to(np.log(probabilities), (50, 40, 4)).copy())  # 2,000 draws a call
+
+    @tf.function(jit_compile=True)
+    def sample(x):
+        with xla_random.threefry():
+            return model._sample(x)
+
+    draws = np.concatenate([np.asarray(sample(logits)).ravel() for _ in range(3)])  # 6,000, a fresh seed each
+    shares = np.bincount(draws, minlength=4) / draws.size
+    np.testing.assert_allclose(shares, probabilities, atol=0.02)  # std of a share <= 0.0065
+    assert len({tuple(np.asarray(sample(logits))[0, :10]) for _ in range(2)}) == 2  # the seed moves on
+
+
 def _dense(gradient):
     return None if gradient is None else np.asarray(tf.convert_to_tensor(gradient))
 

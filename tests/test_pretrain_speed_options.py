@@ -40,7 +40,8 @@ def test_xla_by_default_for_long_fp32_runs_only():
     assert use_xla(_options(), _Distribution("tpu")) is False  # compiled anyway
     assert use_xla(_options(jit=False), cpu) is False  # asked for: always as asked
     assert use_xla(_options(jit=True, train_steps=5, precision="mixed_bfloat16"), cpu) is True
-    assert use_xla(_options(objective="electra"), cpu) is False  # measured no faster under XLA on a CPU
+    assert use_xla(_options(objective="electra"), cpu) is True  # 1.36x with threefry noise (L-2_H-128)
+    assert use_xla(_options(objective="electra", precision="mixed_bfloat16"), cpu) is False
     assert use_xla(_options(objective="electra", jit=True), cpu) is True
 
 
