@@ -279,7 +279,7 @@ class _Run:
         if not self.options.jit:
             return replica_step
 
-        def xla_replica_step(batch):  # traced once: dropout inside draws with XLA's fast generator
+        def xla_replica_step(batch):  # traced once: dropout and uniform noise inside draw with XLA's fast generator
             with xla_random.threefry():
                 return replica_step(batch)
 
