@@ -749,4 +749,4 @@ def test_stalled_discriminator_note_only_after_warmup_and_below_the_recall_floor
     assert stalled_note(300, {"mlm_accuracy": 0.1}, warmup_steps=30, learning_rate=1e-3) is None  # masked LM
     note = stalled_note(400, stuck, warmup_steps=30, learning_rate=1e-3)
     assert note.startswith("step 400:") and "recall 0.1%" in note and "--learning-rate 0.001" in note
-    assert "\n" not in note
+    assert "\n" not in note and "--objective mlm" in note
