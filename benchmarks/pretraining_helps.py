@@ -77,6 +77,8 @@ TASKS = {
 #: in 16.6 min and ELECTRA 1,498 in 15.3 (158 and 98 a minute, before XLA drew noise with threefry). ELECTRA's rate is
 #: MLM's divided by 1.29, what an ELECTRA update costs against an MLM update of this encoder since ELECTRA
 #: runs under XLA too (``benchmarks/pretrain.py --arms "ours --jit" "ours electra --jit"``, vocabulary 8,000).
+#: Checked on a 2-vCPU AMX Xeon with ``--objectives mlm electra --budgets 15``: MLM's 5,475 updates took 1,327 s,
+#: ELECTRA's 4,245 took 1,331 s (that host is slower than the EPYC, so both ran 22 minutes, not 15).
 UPDATES_PER_MINUTE = {"L-2_H-128": {"mlm": 365.0, "electra": 283.0}}
 #: Peak pre-training learning rates (batch 32; warm-up 10 % of the run: ``bert pretrain --recipe budget``,
 #: whose rate is MLM's). At MLM's 1e-3 ELECTRA's discriminator falls back to the
