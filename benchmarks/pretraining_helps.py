@@ -8,7 +8,9 @@ makes small labelled sets go much further. This script
    ``--shared-corpora`` the shared corpora too (``../shared/data/corpora/*.txt``: technical
    documentation; measured: in-domain text alone pays more); every 20th document held out;
 2. pre-trains ``--model`` with each objective of ``--objectives`` (masked LM,
-   by default without NSP on full segments and with dropout 0; ELECTRA)
+   by default without NSP on full segments and with dropout 0; ELECTRA; ELECTRA
+   with the generator tied to the discriminator, ``electra-tied``: ``bert pretrain
+   --objective electra --tied-generator``)
    for each budget of ``--budgets`` minutes. Budgets are **step
    counts**: minutes x ``--updates-per-minute`` of the objective (measured on
    this machine, so reruns are reproducible; an ELECTRA update costs more, so it
@@ -28,6 +30,7 @@ makes small labelled sets go much further. This script
     .venv/bin/python benchmarks/pretraining_helps.py --workdir /tmp/helps --budgets 60    # the README's table
     .venv/bin/python benchmarks/pretraining_helps.py --workdir /tmp/helps                 # MLM, 15 and 60 min
     .venv/bin/python benchmarks/pretraining_helps.py --workdir /tmp/helps --objectives mlm electra
+    .venv/bin/python benchmarks/pretraining_helps.py --workdir /tmp/helps --objectives mlm electra-tied --budgets 15
     .venv/bin/python benchmarks/pretraining_helps.py --workdir /tmp/helps --budgets 15 --tasks sst2 rte
 
 Every step runs the ``bert`` command a user would type. Each finished step (a
@@ -79,12 +82,19 @@ TASKS = {
 #: runs under XLA too (``benchmarks/pretrain.py --arms "ours --jit" "ours electra --jit"``, vocabulary 8,000).
 #: Checked on a 2-vCPU AMX Xeon with ``--objectives mlm electra --budgets 15``: MLM's 5,475 updates took 1,327 s,
 #: ELECTRA's 4,245 took 1,331 s (that host is slower than the EPYC, so both ran 22 minutes, not 15).
-UPDATES_PER_MINUTE = {"L-2_H-128": {"mlm": 365.0, "electra": 283.0}}
+#: ELECTRA with the tied generator (``electra-tied``) is sized against what MLM really runs (dropout 0, no NSP
+#: head): on a 2-vCPU AVX-512 EPYC, ``--objectives mlm`` ran its 5,475 updates in 9.6 minutes at up to 378.5 ex/s
+#: (logging windows), the tied generator at up to 157.4 ex/s (2.4x an MLM update: the encoder runs twice, with
+#: dropout 0.1, plus the discriminator's head and the sampling), so 365 / 2.4 = 152 a minute gives it MLM's
+#: minutes. (Against the MLM + NSP step with dropout 0.1 that the other constants were measured with,
+#: ``benchmarks/pretrain.py --vocab-size 8000 --arms "ours --jit" "ours electra --jit"``, it is 1.59x.)
+UPDATES_PER_MINUTE = {"L-2_H-128": {"mlm": 365.0, "electra": 283.0, "electra-tied": 152.0}}
 #: Peak pre-training learning rates (batch 32; warm-up 10 % of the run: ``bert pretrain --recipe budget``,
 #: whose rate is MLM's). At MLM's 1e-3 ELECTRA's discriminator falls back to the
 #: trivial "all original" answer within 50 updates and stays there (held-out recall 0.1 % after 1,498);
 #: at 1e-4 it learns (see the README's ELECTRA section for the measurements).
-LEARNING_RATES = {"mlm": 1e-3, "electra": 1e-4}
+#: Tied, the encoder also learns masked LM, and MLM's rate serves it.
+LEARNING_RATES = {"mlm": 1e-3, "electra": 1e-4, "electra-tied": 1e-3}
 
 
 def _run(args: list[str]) -> None:
@@ -233,9 +243,11 @@ def pretrain(objective: str, steps: int, output: Path, data: tuple[Path, Path, P
             extra += [] if options.pretrain_dropout is None else ["--dropout", f"{options.pretrain_dropout:g}"]
         if objective == "electra" and options.generator_layers_fraction != 1.0:
             extra += ["--generator-layers-fraction", f"{options.generator_layers_fraction:g}"]
+        if objective == "electra-tied":
+            extra += ["--tied-generator"]
         started = time.perf_counter()
         _run(BERT + ["pretrain", str(records), "-o", str(output), "--model", options.model, "--vocab", str(vocab),
-                     "--objective", objective, "--train-steps", str(steps), "--recipe", "budget",
+                     "--objective", objective.removesuffix("-tied"), "--train-steps", str(steps), "--recipe", "budget",
                      "--learning-rate", str(lr), "--batch-size", "32", "--log-every", str(max(1, steps // 20)),
                      "--save-every", str(max(1, steps // 5)), "--eval-input", str(held_out),
                      "--eval-batches", "50", *extra])
@@ -386,7 +398,8 @@ def _rates(text: list[str], default: dict[str, float]) -> dict[str, float]:
     for item in text or []:
         key, _, value = item.partition("=")
         if key not in LEARNING_RATES or not value:
-            raise SystemExit(f"error: expected OBJECTIVE=NUMBER with OBJECTIVE mlm or electra, got {item!r}")
+            raise SystemExit(f"error: expected OBJECTIVE=NUMBER with OBJECTIVE one of {', '.join(LEARNING_RATES)}, "
+                             f"got {item!r}")
         rates[key] = float(value)
     return rates
 

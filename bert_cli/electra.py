@@ -37,6 +37,8 @@ class ElectraTask:
         generator_fraction: The generator's width as a share of the discriminator's.
         generator_layers_fraction: Its layers as a share of the discriminator's (the original's
             ``generator_layers``).
+        tied_generator: The generator is the discriminator's encoder with its own MLM head
+            (:class:`models.electra.TiedGenerator`); the fractions are then unused.
         discriminator_weight: The weight of the discriminator's loss (the original's 50).
         seed: Seed of the generator's sampling noise.
         Others: as :class:`bert_cli.pretraining.PretrainTask`.
@@ -54,6 +56,7 @@ class ElectraTask:
     bias_correction: bool = True
     generator_fraction: float = 0.25
     generator_layers_fraction: float = 1.0
+    tied_generator: bool = False
     discriminator_weight: float = 50.0
     seed: int = 0
     sums: tuple[str, ...] = ELECTRA_SUMS
@@ -64,7 +67,8 @@ class ElectraTask:
         from models.electra import build_electra
 
         model = build_electra(self.config, self.generator_fraction, dtype=model_dtype(self.precision),
-                              seed=self.seed, generator_layers_fraction=self.generator_layers_fraction)
+                              seed=self.seed, generator_layers_fraction=self.generator_layers_fraction,
+                              tied=self.tied_generator)
         return model, task_optimizer(self)
 
     def train_dataset(self, input_context, start_step: int):

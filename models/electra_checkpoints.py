@@ -29,6 +29,11 @@ What the original's code implies (``run_pretraining.py``, ``model/modeling.py``)
   it owns ``generator/embeddings_project`` ([E, G]) **only when E != G** (the
   original creates the projection only when the widths differ) and
   ``generator/encoder/layer_N/...`` of width G.
+* Tied generator (``untied_generator=False``): the generator *is* the discriminator
+  (``_build_transformer`` under the same ``electra`` scope, ``AUTO_REUSE``), so the
+  checkpoint has no ``generator/...`` at all, only its head below, whose dense is
+  then [H, E]. A checkpoint with ``generator_predictions/...`` and no
+  ``generator/...`` reads as that (``GeneratorShape.tied``).
 * Generator head (``get_token_logits`` under ``generator_predictions``): ``dense``
   [G, E] with the config's activation, ``LayerNorm`` [E], ``output_bias`` [V];
   logits against the word-embedding table (tied).
@@ -166,12 +171,15 @@ def electra_variable_mappings(config: BertConfig, generator_shape: GeneratorShap
         dense("discriminator_predictions/dense", "discriminator_dense", H, H, DISCRIMINATOR_HEAD)
         dense("discriminator_predictions/dense_1", "discriminator_output", H, 1, DISCRIMINATOR_HEAD)
 
-    if generator_shape is not None:
+    if generator_shape is not None and generator_shape.tied:  # the discriminator's encoder: only the head is its own
+        G = H
+    elif generator_shape is not None:
         G = generator_shape.hidden_size
         if E != G:  # the original projects only when the widths differ
             dense(_GENERATOR_PROJECTION, "generator/embeddings_project", E, G, GENERATOR)
         encoder("generator", "generator/", G, generator_shape.intermediate_size, generator_shape.num_layers,
                 GENERATOR)
+    if generator_shape is not None:
         dense("generator_predictions/dense", "generator/masked_lm_head/intermediate_dense", G, E, GENERATOR)
         layer_norm("generator_predictions/LayerNorm", "generator/masked_lm_head/intermediate_layer_norm", E,
                    GENERATOR)
@@ -215,7 +223,8 @@ class ElectraCheckpoint:
     @property
     def generator_projection(self) -> bool:
         """Whether the checkpoint has ``generator/embeddings_project`` (False when E == G)."""
-        return self.generator and self.generator_shape.hidden_size != _embedding_size(self.config)
+        return (self.generator and not self.generator_shape.tied
+                and self.generator_shape.hidden_size != _embedding_size(self.config))
 
     @property
     def mappings(self) -> list[VariableMapping]:
@@ -259,12 +268,13 @@ def _check_generator_layout(prefix: str, shapes: dict) -> None:
     if any(name.startswith("generator/embeddings/") for name in shapes):
         raise ModelError(f"{prefix}: its generator has embeddings of its own (untied_generator_embeddings=true); "
                          "ours shares the discriminator's: convert the discriminator alone")
+
+
+def _inferred_generator(prefix: str, shapes: dict, config: BertConfig) -> GeneratorShape:
+    """The generator's shape from the checkpoint's: tied to the discriminator when it has
+    ``generator_predictions/...`` but no ``generator/...`` encoder (``untied_generator=False``)."""
     if not any(name.startswith("generator/") for name in shapes):
-        raise ModelError(f"{prefix}: has generator_predictions/... but no generator/... encoder (a generator tied "
-                         "to the discriminator, untied_generator=false, or a masked-LM-only run); ours cannot hold it")
-
-
-def _inferred_generator(prefix: str, shapes: dict) -> GeneratorShape:
+        return GeneratorShape.tied_to(config)
     query, intermediate = _QUERY.format(scope="generator"), _INTERMEDIATE.format(scope="generator")
     absent = [name for name in (query, intermediate) if name not in shapes]
     if absent:
@@ -302,7 +312,7 @@ def inspect_electra_checkpoint(prefix: str, config: BertConfig,
     generator = None
     if _has_generator(shapes):
         _check_generator_layout(prefix, shapes)
-        generator = generator_shape or _inferred_generator(prefix, shapes)
+        generator = generator_shape or _inferred_generator(prefix, shapes, config)
     table = electra_variable_mappings(config, generator, head=True)
     expected = {part: [m for m in table if m.part == part] for part in _PARTS}
     present = {part: [m for m in rows if m.original in shapes] for part, rows in expected.items()}
@@ -332,6 +342,9 @@ def inspect_electra_checkpoint(prefix: str, config: BertConfig,
         found = checkpoints._shape(shapes[_DISCRIMINATOR_PROJECTION])
         raise ModelError(f"{prefix}: has {_DISCRIMINATOR_PROJECTION} {found} but the config's embedding_size "
                          f"equals hidden_size {H} (no projection)")
+    if generator is not None and generator.tied and any(name.startswith("generator/") for name in shapes):
+        raise ModelError(f"{prefix}: has generator/... variables but the generator given is tied to the "
+                         "discriminator (it has none of its own)")
     if generator is not None and E == generator.hidden_size and f"{_GENERATOR_PROJECTION}/kernel" in shapes:
         raise ModelError(f"{prefix}: has {_GENERATOR_PROJECTION}/kernel but the generator's hidden size "
                          f"{generator.hidden_size} equals the embedding size (the original builds no projection then)")
@@ -362,7 +375,7 @@ def _check_layers(prefix: str, shapes: dict, config: BertConfig, generator: Gene
     if found != config.num_hidden_layers:
         raise ModelError(f"{prefix}: has {found} discriminator layers (electra/encoder/layer_N), the config's "
                          f"num_hidden_layers is {config.num_hidden_layers}")
-    if generator is not None and _layers(shapes, "generator") != generator.num_layers:
+    if generator is not None and not generator.tied and _layers(shapes, "generator") != generator.num_layers:
         raise ModelError(f"{prefix}: has {_layers(shapes, 'generator')} generator layers (generator/encoder/layer_N),"
                          f" the generator shape {generator.num_layers}")
 
@@ -413,8 +426,8 @@ def config_from_electra_checkpoint(prefix: str, vocab_size: int | None = None,
     generator = None
     if _has_generator(shapes):
         _check_generator_layout(prefix, shapes)
-        generator = _inferred_generator(prefix, shapes)
-        if generator_num_heads:
+        generator = _inferred_generator(prefix, shapes, config)
+        if generator_num_heads and not generator.tied:
             if generator.hidden_size % generator_num_heads:
                 raise ModelError(f"{prefix}: the generator's hidden size {generator.hidden_size} is not divisible "
                                  f"by {generator_num_heads} heads")

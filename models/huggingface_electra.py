@@ -110,12 +110,17 @@ def discriminator_mappings(config: BertConfig) -> list[TensorMapping]:
 
 def generator_mappings(config: BertConfig, shape) -> list[TensorMapping]:
     """Every tensor of an ``ElectraForMaskedLM`` file of the generator ``shape`` (a
-    :class:`models.electra.GeneratorShape`) under the discriminator ``config``."""
+    :class:`models.electra.GeneratorShape`) under the discriminator ``config``.
+
+    Transformers has no tied generator: a tied one (``shape.tied``) is written as a full
+    ``ElectraForMaskedLM`` whose encoder is a copy of the discriminator's (read back, it is an
+    untied generator as wide as the discriminator, with the same weights)."""
     E, G, V = embedding_width(config), shape.hidden_size, config.vocab_size
     table = embedding_mappings(config, E, SHARED_EMBEDDINGS)
+    prefix, projection = ("", "embeddings_projection") if shape.tied else ("generator/", "generator/embeddings_project")
     if E != G:
-        table += linear_mappings("embeddings_project", "generator/embeddings_project", E, G, GENERATOR)
-    table += layer_mappings(generator_config(config, shape), "generator/", GENERATOR)
+        table += linear_mappings("embeddings_project", projection, E, G, GENERATOR)
+    table += layer_mappings(generator_config(config, shape), prefix, GENERATOR)
     head = "generator/masked_lm_head"
     table += linear_mappings("generator_predictions.dense", f"{head}/intermediate_dense", G, E, GENERATOR)
     table += layer_norm_mappings("generator_predictions.LayerNorm", f"{head}/intermediate_layer_norm", E, GENERATOR)

@@ -661,6 +661,83 @@ def test_a_shallower_generator_is_built_recorded_and_resumed(cli, corpus, tmp_pa
     assert_one_line_error(cli.invoke(app, args[:-2]), "generator_layers_fraction")
 
 
+def test_a_tied_generator_is_the_discriminators_encoder_with_a_head_of_its_own():
+    """--tied-generator: every encoder weight shared, only the MLM head added, its logits the head of the
+    discriminator's own sequence output, and the generator's loss reaching every encoder layer."""
+    import keras
+
+    from models.electra import TiedGenerator, build_electra
+
+    model = build_electra(_config(), tied=True)
+    assert isinstance(model.generator, TiedGenerator) and model.generator_shape.tied
+    backbone = {id(v) for v in model.backbone.weights}
+    head = {id(v) for v in model.generator.masked_lm_head.weights}
+    everything = [id(v) for v in model.weights]
+    assert len(everything) == len(set(everything))
+    disc = {id(v) for layer in (model.discriminator_dense, model.discriminator_output) for v in layer.weights}
+    assert set(everything) - backbone - head - disc <= {id(model.sampling_seed.state)}  # no second encoder
+    assert len(head - backbone) == 5  # dense kernel and bias, LayerNorm gamma and beta, output bias
+
+    batch = _batch(make_examples(3, seq_length=24, predictions=4, seed=4))
+    token_ids, segment_ids, padding = batch["token_ids"], batch["segment_ids"], batch["padding_mask"]
+    positions = batch["masked_lm_positions"]
+    logits = model.generator(token_ids, segment_ids, padding, positions)
+    sequence = model.backbone({"token_ids": token_ids, "segment_ids": segment_ids,
+                               "padding_mask": padding})["sequence_output"]
+    picked = np.take_along_axis(keras.ops.convert_to_numpy(sequence), positions[..., None], 1)  # [B, P, H]
+    h = model.generator.masked_lm_head
+    x = keras.ops.convert_to_numpy(h._intermediate_layer_norm(h._intermediate_dense(picked)))
+    expected = x @ keras.ops.convert_to_numpy(model.backbone.token_embedding.embeddings).T + np.asarray(h._bias)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(logits), expected, atol=1e-5)
+
+    with tf.GradientTape() as tape:
+        logits = model.generator(token_ids, segment_ids, padding, positions, training=True)
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(batch["masked_lm_ids"], logits))
+    layers = [v for v in model.backbone.trainable_variables if "transformer_layer" in v.path]
+    assert layers and all(_nonzero(g) for g in tape.gradient(loss, layers))
+
+
+def test_generator_shape_names_tied_only_when_set():
+    from models.electra import GeneratorShape
+
+    shape = GeneratorShape.of(_config())
+    assert "tied" not in shape.to_dict() and GeneratorShape(**shape.to_dict()) == shape  # old task.json files
+    tied = GeneratorShape.tied_to(_config())
+    assert tied.to_dict()["tied"] is True and GeneratorShape(**tied.to_dict()) == tied
+    assert tied.hidden_size == TINY_CONFIG["hidden_size"] and tied.num_layers == TINY_CONFIG["num_hidden_layers"]
+
+
+def test_a_tied_generator_run_is_built_recorded_and_resumed(cli, corpus, tmp_path):
+    output = tmp_path / "tied"
+    args = ["pretrain", str(corpus / "part-00000.tfrecord"), "-o", str(output), "--model",
+            str(corpus / "bert_config.json"), "--vocab", str(corpus / "vocab.txt"), "--objective", "electra",
+            "--batch-size", "16", "--train-steps", "2", "--warmup-steps", "0", "--log-every", "1", "--tied-generator"]
+    result = cli.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    task = json.loads((output / "task.json").read_text())
+    assert task["generator"]["tied"] is True and task["generator_hidden_fraction"] == 1.0
+    assert json.loads((output / "run.json").read_text())["tied_generator"] is True
+    from models.electra import GeneratorShape, TiedGenerator, build_electra
+
+    model = build_electra(_config(), generator_shape=GeneratorShape(**task["generator"]))
+    model.load_weights(str(output / "model.weights.h5"))
+    assert isinstance(model.generator, TiedGenerator)
+    # Continuing it with the default (untied) generator is a run of another shape: refused.
+    assert_one_line_error(cli.invoke(app, args[:-1]), "tied_generator")
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--objective", "electra", "--generator-hidden-fraction", "0.5"], "--generator-hidden-fraction"),
+    (["--objective", "electra", "--generator-layers-fraction", "0.5"], "--generator-layers-fraction"),
+    (["--objective", "mlm"], "--objective electra"),
+])
+def test_tied_generator_refuses_what_it_cannot_take(cli, corpus, tmp_path, extra, fragment):
+    args = ["pretrain", str(corpus / "part-00000.tfrecord"), "-o", str(tmp_path / "m"), "--model",
+            str(corpus / "bert_config.json"), "--vocab", str(corpus / "vocab.txt"), "--tied-generator", *extra]
+    assert_one_line_error(cli.invoke(app, args), "--tied-generator", fragment)
+    assert not (tmp_path / "m").exists()
+
+
 # ----------------------------------------------------------------------------
 # bert pretrain --objective electra learns (last: the run has had the other tests' time to finish)
 # ----------------------------------------------------------------------------

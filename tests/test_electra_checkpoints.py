@@ -91,7 +91,11 @@ def original_arrays(embedding: int, generator: int | None, head: bool = True, se
     if head:
         dense("discriminator_predictions/dense", H, H)
         dense("discriminator_predictions/dense_1", H, 1)
-    if generator is not None:
+    if generator == "tied":  # untied_generator=False: the discriminator's encoder, a head of its own
+        dense("generator_predictions/dense", H, embedding)
+        layer_norm("generator_predictions/LayerNorm", embedding)
+        arrays["generator_predictions/output_bias"] = rng.normal(0, 0.1, (V,))
+    elif generator is not None:
         if embedding != generator:
             dense("generator/embeddings_project", embedding, generator)
         encoder("generator", generator, 4 * generator)
@@ -187,7 +191,10 @@ def reference_forward(arrays, token_ids, segment_ids, input_mask, positions, gen
         g = embeddings(w, token_ids, segment_ids)  # the discriminator's tables and LayerNorm
         if "generator/embeddings_project/kernel" in w:
             g = dense(g, w, "generator/embeddings_project")  # [B, T, E] -> [B, T, G]
-        g = transformer(g, w, "generator", generator_heads, input_mask)
+        if generator_heads == "tied":  # the discriminator's own encoder output
+            g = sequence
+        else:
+            g = transformer(g, w, "generator", generator_heads, input_mask)
         gathered = np.take_along_axis(g, positions[:, :, None], axis=1)  # [B, P, G]
         transformed = layer_norm(gelu(dense(gathered, w, "generator_predictions/dense")), w,
                                  "generator_predictions/LayerNorm")  # [B, P, E]
@@ -343,6 +350,38 @@ def test_ours_to_original_to_ours_is_exact(name, tmp_path):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
         compared += 1
     assert compared == len(first.weights) - 2
+
+
+@pytest.mark.parametrize("embedding", [16, H])
+def test_a_tied_generator_checkpoint_matches_the_original_and_round_trips(embedding, tmp_path):
+    """untied_generator=False: no generator/... at all, only generator_predictions/ on the discriminator."""
+    from models.electra import build_electra
+    from models.electra_checkpoints import (
+        assign_from_electra_checkpoint,
+        config_from_electra_checkpoint,
+        electra_weights,
+        inspect_electra_checkpoint,
+    )
+
+    arrays = original_arrays(embedding, "tied", seed=5)
+    prefix = write_original(tmp_path / "electra_tied", arrays)
+    config = make_config(embedding)
+    checkpoint = inspect_electra_checkpoint(prefix, config)
+    assert checkpoint.generator_shape.tied and checkpoint.discriminator_head and checkpoint.unknown == ()
+    assert not checkpoint.generator_projection
+    derived, shape = config_from_electra_checkpoint(prefix)  # heads there by the original's rule
+    assert shape.tied and (shape.hidden_size, shape.num_layers, shape.num_heads) == (
+        H, LAYERS, derived.num_attention_heads)
+    model = build_electra(config, tied=True)
+    assert checkpoint.generator_shape == model.generator_shape
+    assert assign_from_electra_checkpoint(checkpoint, model) == sum(value.size for value in arrays.values())
+    token_ids, segment_ids, input_mask, positions = _inputs()
+    expected = reference_forward(arrays, token_ids, segment_ids, input_mask, positions, "tied")
+    assert_close(run_ours(model, token_ids, segment_ids, input_mask, positions), expected)
+    weights = electra_weights(model)
+    assert sorted(weights) == sorted(arrays)
+    for name, value in arrays.items():
+        np.testing.assert_array_equal(weights[name], value, err_msg=name)
 
 
 def test_generator_as_wide_as_embeddings_has_no_projection_on_either_side():

@@ -492,6 +492,45 @@ def test_ours_to_hugging_face_to_ours_is_exact(tmp_path):
     assert compared == len(model.weights) - 2
 
 
+def test_a_tied_generator_is_written_as_a_full_generator_with_the_discriminators_encoder(tmp_path):
+    """Transformers has no tied generator: --generator writes an ElectraForMaskedLM as wide as the
+    discriminator whose encoder tensors are the discriminator's, and it computes our generator's logits."""
+    from bert_cli.model_dir import write_model_dir
+    from models.config import BertConfig
+    from models.electra import build_electra
+
+    config = BertConfig.from_dict({**BASE, "hidden_act": "gelu_exact", "embedding_size": 16})
+    model = build_electra(config, tied=True)
+    rng = np.random.default_rng(4)
+    for variable in model.weights:
+        value = rng.normal(0, 0.3, tuple(variable.shape)) + (1.0 if variable.path.endswith("gamma") else 0.0)
+        variable.assign(value.astype(np.float32))
+    native = tmp_path / "native"
+    (tmp_path / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
+    write_model_dir(native, config, tmp_path / "vocab.txt", model.backbone, model,
+                    {"task": "pretraining", "objective": "electra", "masked_lm": False, "next_sentence": False,
+                     "generator": model.generator_shape.to_dict(), "generator_hidden_fraction": 1.0,
+                     "lowercase": True})
+    exported, generator = tmp_path / "hf", tmp_path / "hf-generator"
+    result = _convert(native, exported, "--format", "huggingface", "--generator", generator)
+    assert result.exit_code == 0, result.output
+    values = _hf_values(generator)
+    assert values["hidden_size"] == config.hidden_size and values["num_hidden_layers"] == config.num_hidden_layers
+    discriminator, generated = read_hf(exported), read_hf(generator)
+    shared = [name for name in generated if ".encoder." in name or "embeddings_project" in name]
+    assert shared
+    for name in shared:  # the generator's encoder is the discriminator's, tensor for tensor
+        np.testing.assert_array_equal(generated[name], discriminator[name], err_msg=name)
+    inputs, positions = _inputs()
+    sequence = model.backbone(inputs)["sequence_output"]
+    ours = {"sequence_output": np.asarray(sequence),
+            "discriminator_logits": np.asarray(model.discriminator_output(model.discriminator_dense(sequence)))[..., 0],
+            "mlm_logits": np.asarray(model.generator(inputs["token_ids"], inputs["segment_ids"],
+                                                     inputs["padding_mask"], positions))}
+    heads = config.num_attention_heads
+    _assert_close(ours, reference(discriminator, inputs, positions, generated, generator_heads=heads))
+
+
 def test_pretrain_init_checkpoint_takes_the_whole_converted_pair(case):
     """``bert pretrain --objective electra --init-checkpoint`` of the converted pair loads the whole model
     (generator and head too) into the model it builds, when the generator is of the shape it builds."""
