@@ -171,15 +171,13 @@ def electra_variable_mappings(config: BertConfig, generator_shape: GeneratorShap
         dense("discriminator_predictions/dense", "discriminator_dense", H, H, DISCRIMINATOR_HEAD)
         dense("discriminator_predictions/dense_1", "discriminator_output", H, 1, DISCRIMINATOR_HEAD)
 
-    if generator_shape is not None and generator_shape.tied:  # the discriminator's encoder: only the head is its own
-        G = H
-    elif generator_shape is not None:
-        G = generator_shape.hidden_size
-        if E != G:  # the original projects only when the widths differ
-            dense(_GENERATOR_PROJECTION, "generator/embeddings_project", E, G, GENERATOR)
-        encoder("generator", "generator/", G, generator_shape.intermediate_size, generator_shape.num_layers,
-                GENERATOR)
     if generator_shape is not None:
+        G = generator_shape.hidden_size  # H when tied: the discriminator's encoder, only the head its own
+        if not generator_shape.tied:
+            if E != G:  # the original projects only when the widths differ
+                dense(_GENERATOR_PROJECTION, "generator/embeddings_project", E, G, GENERATOR)
+            encoder("generator", "generator/", G, generator_shape.intermediate_size, generator_shape.num_layers,
+                    GENERATOR)
         dense("generator_predictions/dense", "generator/masked_lm_head/intermediate_dense", G, E, GENERATOR)
         layer_norm("generator_predictions/LayerNorm", "generator/masked_lm_head/intermediate_layer_norm", E,
                    GENERATOR)

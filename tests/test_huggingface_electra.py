@@ -437,24 +437,43 @@ def test_discriminator_alone_keeps_its_head_and_electra_model_has_none(tmp_path)
 # ----------------------------------------------------------------------------
 
 
+def _native_electra(tmp_path, model, seed: int):
+    """``model`` (an ElectraPretrainer), every weight random, as ``bert pretrain --objective electra``
+    writes its model directory; returns the directory."""
+    from bert_cli.model_dir import write_model_dir
+
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        value = rng.normal(0, 0.3, tuple(variable.shape)) + (1.0 if variable.path.endswith("gamma") else 0.0)
+        variable.assign(value.astype(np.float32))
+    native = tmp_path / "native"
+    (tmp_path / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
+    shape = model.generator_shape
+    write_model_dir(native, model.bert_config, tmp_path / "vocab.txt", model.backbone, model,
+                    {"task": "pretraining", "objective": "electra", "masked_lm": False, "next_sentence": False,
+                     "generator": shape.to_dict(), "lowercase": True,
+                     "generator_hidden_fraction": shape.hidden_size / model.bert_config.hidden_size})
+    return native
+
+
+def _our_outputs(model, inputs, positions) -> dict:
+    """An ElectraPretrainer's sequence output, replaced-token logits and generator MLM logits (numpy)."""
+    sequence = model.backbone(inputs)["sequence_output"]
+    return {"sequence_output": np.asarray(sequence),
+            "discriminator_logits": np.asarray(model.discriminator_output(model.discriminator_dense(sequence)))[..., 0],
+            "mlm_logits": np.asarray(model.generator(inputs["token_ids"], inputs["segment_ids"],
+                                                     inputs["padding_mask"], positions))}
+
+
 def test_ours_to_hugging_face_to_ours_is_exact(tmp_path):
     """A native ELECTRA model directory (as bert pretrain --objective electra writes it), every weight random."""
-    from bert_cli.model_dir import write_model_dir
     from models.config import BertConfig
     from models.electra import GeneratorShape, build_electra
 
     config = BertConfig.from_dict({**BASE, "hidden_act": "gelu_exact", "embedding_size": 16})
     shape = GeneratorShape(8, 2, 2, 24)  # 8 wide: the generator projects 16 -> 8
     model = build_electra(config, generator_shape=shape)
-    rng = np.random.default_rng(3)
-    for variable in model.weights:
-        value = rng.normal(0, 0.3, tuple(variable.shape)) + (1.0 if variable.path.endswith("gamma") else 0.0)
-        variable.assign(value.astype(np.float32))
-    native = tmp_path / "native"
-    (tmp_path / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
-    write_model_dir(native, config, tmp_path / "vocab.txt", model.backbone, model,
-                    {"task": "pretraining", "objective": "electra", "masked_lm": False, "next_sentence": False,
-                     "generator": shape.to_dict(), "generator_hidden_fraction": 0.25, "lowercase": True})
+    native = _native_electra(tmp_path, model, seed=3)
     exported, generator = tmp_path / "hf", tmp_path / "hf-generator"
     result = _convert(native, exported, "--format", "huggingface", "--generator", generator)
     assert result.exit_code == 0, result.output
@@ -464,11 +483,7 @@ def test_ours_to_hugging_face_to_ours_is_exact(tmp_path):
     discriminator, generated = read_hf(exported), read_hf(generator)
     assert "generator_lm_head.weight" not in generated and "electra.embeddings_project.weight" in generated
     inputs, positions = _inputs()
-    sequence = model.backbone(inputs)["sequence_output"]
-    ours = {"sequence_output": np.asarray(sequence),
-            "discriminator_logits": np.asarray(model.discriminator_output(model.discriminator_dense(sequence)))[..., 0],
-            "mlm_logits": np.asarray(model.generator(inputs["token_ids"], inputs["segment_ids"],
-                                                     inputs["padding_mask"], positions))}
+    ours = _our_outputs(model, inputs, positions)
     _assert_close(ours, reference(discriminator, inputs, positions, generated, generator_heads=2))
 
     # Without --generator: the discriminator alone, and the summary says the generator was left out.
@@ -495,22 +510,12 @@ def test_ours_to_hugging_face_to_ours_is_exact(tmp_path):
 def test_a_tied_generator_is_written_as_a_full_generator_with_the_discriminators_encoder(tmp_path):
     """Transformers has no tied generator: --generator writes an ElectraForMaskedLM as wide as the
     discriminator whose encoder tensors are the discriminator's, and it computes our generator's logits."""
-    from bert_cli.model_dir import write_model_dir
     from models.config import BertConfig
     from models.electra import build_electra
 
     config = BertConfig.from_dict({**BASE, "hidden_act": "gelu_exact", "embedding_size": 16})
     model = build_electra(config, tied=True)
-    rng = np.random.default_rng(4)
-    for variable in model.weights:
-        value = rng.normal(0, 0.3, tuple(variable.shape)) + (1.0 if variable.path.endswith("gamma") else 0.0)
-        variable.assign(value.astype(np.float32))
-    native = tmp_path / "native"
-    (tmp_path / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
-    write_model_dir(native, config, tmp_path / "vocab.txt", model.backbone, model,
-                    {"task": "pretraining", "objective": "electra", "masked_lm": False, "next_sentence": False,
-                     "generator": model.generator_shape.to_dict(), "generator_hidden_fraction": 1.0,
-                     "lowercase": True})
+    native = _native_electra(tmp_path, model, seed=4)
     exported, generator = tmp_path / "hf", tmp_path / "hf-generator"
     result = _convert(native, exported, "--format", "huggingface", "--generator", generator)
     assert result.exit_code == 0, result.output
@@ -522,13 +527,9 @@ def test_a_tied_generator_is_written_as_a_full_generator_with_the_discriminators
     for name in shared:  # the generator's encoder is the discriminator's, tensor for tensor
         np.testing.assert_array_equal(generated[name], discriminator[name], err_msg=name)
     inputs, positions = _inputs()
-    sequence = model.backbone(inputs)["sequence_output"]
-    ours = {"sequence_output": np.asarray(sequence),
-            "discriminator_logits": np.asarray(model.discriminator_output(model.discriminator_dense(sequence)))[..., 0],
-            "mlm_logits": np.asarray(model.generator(inputs["token_ids"], inputs["segment_ids"],
-                                                     inputs["padding_mask"], positions))}
     heads = config.num_attention_heads
-    _assert_close(ours, reference(discriminator, inputs, positions, generated, generator_heads=heads))
+    _assert_close(_our_outputs(model, inputs, positions),
+                  reference(discriminator, inputs, positions, generated, generator_heads=heads))
 
 
 def test_pretrain_init_checkpoint_takes_the_whole_converted_pair(case):
