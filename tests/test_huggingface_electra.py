@@ -456,6 +456,16 @@ def _native_electra(tmp_path, model, seed: int):
     return native
 
 
+def _exported_with_generator(tmp_path, model, seed: int):
+    """``model`` written as a native directory (:func:`_native_electra`) and converted with ``--generator``:
+    ``(native, exported, generator)`` directories."""
+    native = _native_electra(tmp_path, model, seed)
+    exported, generator = tmp_path / "hf", tmp_path / "hf-generator"
+    result = _convert(native, exported, "--format", "huggingface", "--generator", generator)
+    assert result.exit_code == 0, result.output
+    return native, exported, generator
+
+
 def _our_outputs(model, inputs, positions) -> dict:
     """An ElectraPretrainer's sequence output, replaced-token logits and generator MLM logits (numpy)."""
     sequence = model.backbone(inputs)["sequence_output"]
@@ -473,10 +483,7 @@ def test_ours_to_hugging_face_to_ours_is_exact(tmp_path):
     config = BertConfig.from_dict({**BASE, "hidden_act": "gelu_exact", "embedding_size": 16})
     shape = GeneratorShape(8, 2, 2, 24)  # 8 wide: the generator projects 16 -> 8
     model = build_electra(config, generator_shape=shape)
-    native = _native_electra(tmp_path, model, seed=3)
-    exported, generator = tmp_path / "hf", tmp_path / "hf-generator"
-    result = _convert(native, exported, "--format", "huggingface", "--generator", generator)
-    assert result.exit_code == 0, result.output
+    native, exported, generator = _exported_with_generator(tmp_path, model, seed=3)
     values = _hf_values(generator)
     assert values["hidden_size"] == 8 and values["num_attention_heads"] == 2 and values["embedding_size"] == 16
     # The exported tensors, run as Transformers runs them, give our model's outputs.
@@ -515,10 +522,7 @@ def test_a_tied_generator_is_written_as_a_full_generator_with_the_discriminators
 
     config = BertConfig.from_dict({**BASE, "hidden_act": "gelu_exact", "embedding_size": 16})
     model = build_electra(config, tied=True)
-    native = _native_electra(tmp_path, model, seed=4)
-    exported, generator = tmp_path / "hf", tmp_path / "hf-generator"
-    result = _convert(native, exported, "--format", "huggingface", "--generator", generator)
-    assert result.exit_code == 0, result.output
+    _, exported, generator = _exported_with_generator(tmp_path, model, seed=4)
     values = _hf_values(generator)
     assert values["hidden_size"] == config.hidden_size and values["num_hidden_layers"] == config.num_hidden_layers
     discriminator, generated = read_hf(exported), read_hf(generator)
