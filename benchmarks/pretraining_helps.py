@@ -245,6 +245,8 @@ def pretrain(objective: str, steps: int, output: Path, data: tuple[Path, Path, P
             extra += ["--generator-layers-fraction", f"{options.generator_layers_fraction:g}"]
         if objective == "electra-tied":
             extra += ["--tied-generator"]
+        if objective != "mlm" and options.electra_dropout is not None:
+            extra += ["--dropout", f"{options.electra_dropout:g}"]
         started = time.perf_counter()
         _run(BERT + ["pretrain", str(records), "-o", str(output), "--model", options.model, "--vocab", str(vocab),
                      "--objective", objective.removesuffix("-tied"), "--train-steps", str(steps), "--recipe", "budget",
@@ -255,6 +257,14 @@ def pretrain(objective: str, steps: int, output: Path, data: tuple[Path, Path, P
     return {**json.loads((output / "pretrain.json").read_text()), **json.loads(budget.read_text())}
 
 
+def arm_name(objective: str, options) -> str:
+    """The objective, and ELECTRA's dropout where ``--electra-dropout`` sets one (``electra-tied-d0``), so
+    that runs with another dropout get a directory of their own."""
+    if objective == "mlm" or options.electra_dropout is None:
+        return objective
+    return f"{objective}-d{options.electra_dropout:g}"
+
+
 def pretrained_arms(workdir: Path, data, options) -> dict[str, dict]:
     """Each objective at each budget: ``{"mlm-15": {"dir", "steps", "minutes", "evaluation"}, ...}``."""
     arms = {}
@@ -263,11 +273,12 @@ def pretrained_arms(workdir: Path, data, options) -> dict[str, dict]:
         previous, done_steps, done_minutes = None, 0, 0.0
         for minutes in sorted(options.budgets):
             steps = max(1, round(minutes * rate)) - done_steps
-            output = workdir / "pretrained" / f"{objective}-{minutes:g}"
+            name = f"{arm_name(objective, options)}-{minutes:g}"
+            output = workdir / "pretrained" / name
             summary = pretrain(objective, steps, output, data, options, init=previous)
             done_steps, done_minutes = done_steps + steps, done_minutes + summary["minutes"]
-            arms[f"{objective}-{minutes:g}"] = {"dir": output, "steps": done_steps, "minutes": done_minutes,
-                                                "evaluation": summary.get("evaluation") or {}}
+            arms[name] = {"dir": output, "steps": done_steps, "minutes": done_minutes,
+                          "evaluation": summary.get("evaluation") or {}}
             previous = output
     return arms
 
@@ -358,9 +369,11 @@ def print_table(results: dict, arms: list[str], options) -> None:
                      for a in arms for m, s in [_mean_std(cells[a])]]
             print(f"| {task} | {TASKS[task][4]} | {row} | " + " | ".join(shown) + " |")
     averages = {arm: few_label_average(results, arm, options) for arm in arms}
-    base_mean, base_std = averages["random"]
     print("| **mean, <= 1,000 labels** | | | " + " | ".join(f"**{m:.1f} ± {s:.1f}**" for m, s in averages.values())
           + " |")
+    if "random" not in averages:
+        return
+    base_mean, base_std = averages["random"]
     print("| difference from random init | | | " + " | ".join(
         f"{m - base_mean:+.1f} (spread {math.hypot(s, base_std):.1f})" for m, s in averages.values()) + " |")
 
@@ -424,6 +437,12 @@ def parse_options() -> argparse.Namespace:
                         "segments, measured +5.7 against +3.7 with NSP and dropout 0.1)")
     parser.add_argument("--pretrain-dropout", type=float, default=0.0,
                         help="masked LM's bert pretrain --dropout (0: faster steps, measured better on this budget)")
+    parser.add_argument("--electra-dropout", type=float, default=None,
+                        help="ELECTRA's bert pretrain --dropout (default: the model's 0.1); give its "
+                        "--updates-per-minute too, since the step's cost changes")
+    parser.add_argument("--random", action=argparse.BooleanOptionalAction, default=True,
+                        help="fine-tune from random init too (its cells do not depend on the host: same seed, same "
+                        "figures, so --no-random may reuse an earlier table's column)")
     parser.add_argument("--task-text", action=argparse.BooleanOptionalAction, default=True,
                         help="add the four tasks' training text, without labels, to the pre-training corpus")
     parser.add_argument("--shared-corpora", action=argparse.BooleanOptionalAction, default=False,
@@ -459,8 +478,8 @@ def main() -> None:
     data = prepare(options.workdir, options)
     pretrained = pretrained_arms(options.workdir, data, options)
     some = next(iter(pretrained.values()))["dir"]
-    arms = {"random": ["--model", str(some / "bert_config.json"), "--vocab", str(some / "vocab.txt")],
-            **{name: ["--init", str(arm["dir"])] for name, arm in pretrained.items()}}
+    random = {"random": ["--model", str(some / "bert_config.json"), "--vocab", str(some / "vocab.txt")]}
+    arms = {**(random if options.random else {}), **{name: ["--init", str(a["dir"])] for name, a in pretrained.items()}}
     results = run_cells(arms, options)
     dropout = "" if options.pretrain_dropout is None else f", dropout {options.pretrain_dropout:g}"
     print(f"\n{options.model}, pre-training batch 32 at seq {options.seq_length}, "
