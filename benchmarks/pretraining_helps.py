@@ -32,6 +32,8 @@ makes small labelled sets go much further. This script
     .venv/bin/python benchmarks/pretraining_helps.py --workdir /tmp/helps --objectives mlm electra
     .venv/bin/python benchmarks/pretraining_helps.py --workdir /tmp/helps --objectives mlm electra-tied --budgets 15
     .venv/bin/python benchmarks/pretraining_helps.py --workdir /tmp/helps --budgets 15 --tasks sst2 rte
+    .venv/bin/python benchmarks/pretraining_helps.py --workdir /tmp/helps --budgets 60 --objectives electra-tied \
+        --electra-dropout 0 --updates-per-minute electra-tied=196 --no-random    # the README's 60-minute ELECTRA
 
 Every step runs the ``bert`` command a user would type. Each finished step (a
 pre-training run, a fine-tuning cell) is reused when the script is rerun with
@@ -247,6 +249,8 @@ def pretrain(objective: str, steps: int, output: Path, data: tuple[Path, Path, P
             extra += ["--tied-generator"]
         if objective != "mlm" and options.electra_dropout is not None:
             extra += ["--dropout", f"{options.electra_dropout:g}"]
+        if objective != "mlm" and options.discriminator_weight is not None:
+            extra += ["--discriminator-weight", f"{options.discriminator_weight:g}"]
         started = time.perf_counter()
         _run(BERT + ["pretrain", str(records), "-o", str(output), "--model", options.model, "--vocab", str(vocab),
                      "--objective", objective.removesuffix("-tied"), "--train-steps", str(steps), "--recipe", "budget",
@@ -258,11 +262,14 @@ def pretrain(objective: str, steps: int, output: Path, data: tuple[Path, Path, P
 
 
 def arm_name(objective: str, options) -> str:
-    """The objective, and ELECTRA's dropout where ``--electra-dropout`` sets one (``electra-tied-d0``), so
-    that runs with another dropout get a directory of their own."""
-    if objective == "mlm" or options.electra_dropout is None:
+    """The objective, with ELECTRA's dropout and discriminator weight where ``--electra-dropout`` and
+    ``--discriminator-weight`` set them (``electra-tied-d0-w1``), so that each setting gets a directory
+    of its own."""
+    if objective == "mlm":
         return objective
-    return f"{objective}-d{options.electra_dropout:g}"
+    dropout = "" if options.electra_dropout is None else f"-d{options.electra_dropout:g}"
+    weight = "" if options.discriminator_weight is None else f"-w{options.discriminator_weight:g}"
+    return objective + dropout + weight
 
 
 def pretrained_arms(workdir: Path, data, options) -> dict[str, dict]:
@@ -440,6 +447,8 @@ def parse_options() -> argparse.Namespace:
     parser.add_argument("--electra-dropout", type=float, default=None,
                         help="ELECTRA's bert pretrain --dropout (default: the model's 0.1); give its "
                         "--updates-per-minute too, since the step's cost changes")
+    parser.add_argument("--discriminator-weight", type=float, default=None,
+                        help="ELECTRA's bert pretrain --discriminator-weight (default: its 50)")
     parser.add_argument("--random", action=argparse.BooleanOptionalAction, default=True,
                         help="fine-tune from random init too (its cells do not depend on the host: same seed, same "
                         "figures, so --no-random may reuse an earlier table's column)")
