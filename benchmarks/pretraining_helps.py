@@ -480,6 +480,19 @@ def parse_options() -> argparse.Namespace:
     return options
 
 
+def recipe_line(options) -> str:
+    """What each objective of the run trained with: ``MLM only, dropout 0; ELECTRA dropout 0, weight 1``."""
+    parts = []
+    if "mlm" in options.objectives:
+        dropout = "" if options.pretrain_dropout is None else f", dropout {options.pretrain_dropout:g}"
+        parts.append(f"{'MLM + NSP' if options.nsp else 'MLM only'}{dropout}")
+    if any(objective != "mlm" for objective in options.objectives):
+        dropout = "the model's" if options.electra_dropout is None else f"{options.electra_dropout:g}"
+        weight = 50 if options.discriminator_weight is None else options.discriminator_weight
+        parts.append(f"ELECTRA dropout {dropout}, discriminator weight {weight:g}")
+    return "; ".join(parts)
+
+
 def main() -> None:
     options = parse_options()
     options.workdir.mkdir(parents=True, exist_ok=True)
@@ -490,9 +503,7 @@ def main() -> None:
     random = {"random": ["--model", str(some / "bert_config.json"), "--vocab", str(some / "vocab.txt")]}
     arms = {**(random if options.random else {}), **{name: ["--init", str(a["dir"])] for name, a in pretrained.items()}}
     results = run_cells(arms, options)
-    dropout = "" if options.pretrain_dropout is None else f", dropout {options.pretrain_dropout:g}"
-    print(f"\n{options.model}, pre-training batch 32 at seq {options.seq_length}, "
-          f"{'MLM + NSP' if options.nsp else 'MLM only'}{dropout}; whole run "
+    print(f"\n{options.model}, pre-training batch 32 at seq {options.seq_length}, {recipe_line(options)}; whole run "
           f"{(time.perf_counter() - started) / 60:,.1f} min (finished steps reused)")
     for name, arm in pretrained.items():
         e = arm["evaluation"]
