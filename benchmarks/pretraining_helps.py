@@ -331,7 +331,8 @@ def finetune(task: str, start: list[str], labels: int, seed: int, output: Path, 
 def label_sizes(task: str, options) -> list[tuple[str, int, list[int]]]:
     """The rows of a task: (name, examples, seeds) for each ``--labels`` size and the capped full set."""
     command, train = TASKS[task][0], TASKS[task][1]
-    full = min(options.full_cap, _count(DATA / train, command))
+    count = _count(DATA / train, command)
+    full = min(options.full_cap, count) if options.full_cap else count
     seeds = [options.seed + i for i in range(options.seeds)]
     rows = [(f"{n:,}", n, seeds) for n in options.labels if n < full]
     return rows + [(f"all ({full:,})", full, [options.seed])] if options.full_cap else rows
