@@ -247,10 +247,10 @@ def pretrain(objective: str, steps: int, output: Path, data: tuple[Path, Path, P
             extra += ["--generator-layers-fraction", f"{options.generator_layers_fraction:g}"]
         if objective == "electra-tied":
             extra += ["--tied-generator"]
-        if objective != "mlm" and options.electra_dropout is not None:
-            extra += ["--dropout", f"{options.electra_dropout:g}"]
-        if objective != "mlm" and options.discriminator_weight is not None:
-            extra += ["--discriminator-weight", f"{options.discriminator_weight:g}"]
+        if objective != "mlm":
+            for flag, value in (("--dropout", options.electra_dropout),
+                                ("--discriminator-weight", options.discriminator_weight)):
+                extra += [] if value is None else [flag, f"{value:g}"]
         started = time.perf_counter()
         _run(BERT + ["pretrain", str(records), "-o", str(output), "--model", options.model, "--vocab", str(vocab),
                      "--objective", objective.removesuffix("-tied"), "--train-steps", str(steps), "--recipe", "budget",
